@@ -1,0 +1,16 @@
+//! opsync's library: everything but the wiring.
+//!
+//! The crate is split the way the data flows. `scim` is the generic RFC 7644 client
+//! (read-only by construction), `onepassword` holds what is specific to the 1Password SCIM
+//! Bridge, `verify` is the "Continue" step of Viio's setup page. Pure decisions (paging,
+//! parsing, classification) live in modules that do no I/O so they can be tested exhaustively;
+//! the HTTP transport is the only edge in this part of the crate.
+
+pub mod error;
+pub mod onepassword;
+pub mod scim;
+pub mod secret;
+pub mod verify;
+
+pub use error::{ErrorClass, ScimError};
+pub use secret::BearerToken;
