@@ -94,8 +94,12 @@ pub enum Fault {
     /// Answer with this status (and `Retry-After`, and body) instead.
     Status {
         status: u16,
+        #[serde(default)]
         retry_after: Option<String>,
+        #[serde(default)]
         body: Option<String>,
+        #[serde(default)]
+        location: Option<String>,
     },
     /// Wait, then answer normally.
     Delay { ms: u64 },
@@ -110,7 +114,8 @@ pub enum Fault {
     /// Add users at the front and remove users from the front, then answer normally: the
     /// directory changes between two pages of one listing pass.
     Drift { add: usize, remove: usize },
-    /// Repeat the user just before `startIndex` at the top of this page.
+    /// Serve this page one user early: the user before `startIndex` comes again, and the
+    /// last one of the page is pushed to the next.
     RepeatPrevious,
 }
 
@@ -129,6 +134,18 @@ pub struct FaultRule {
 
 fn one() -> usize {
     1
+}
+
+impl Fault {
+    /// A plain status fault, with a SCIM error body.
+    pub fn status(status: u16) -> Fault {
+        Fault::Status {
+            status,
+            retry_after: None,
+            body: None,
+            location: None,
+        }
+    }
 }
 
 impl FaultRule {
@@ -508,6 +525,7 @@ async fn respond(
             status,
             retry_after,
             body,
+            location,
         }) => {
             let mut r = match body {
                 Some(b) => (StatusCode::from_u16(*status).unwrap(), b.clone()).into_response(),
@@ -516,6 +534,10 @@ async fn respond(
             if let Some(ra) = retry_after {
                 r.headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from_str(ra).unwrap());
+            }
+            if let Some(l) = location {
+                r.headers_mut()
+                    .insert(header::LOCATION, HeaderValue::from_str(l).unwrap());
             }
             return r;
         }
@@ -657,9 +679,12 @@ fn route(
     let from = (start - 1).min(total);
     let to = (from + count).min(total);
     let mut resources: Vec<Value> = Vec::with_capacity(to - from + 1);
-    if fault == Some(&Fault::RepeatPrevious) && from > 0 {
-        resources.push(s.users[from - 1].to_scim());
-    }
+    // RepeatPrevious serves the window one user early, as an insertion in front would.
+    let (from, to) = if fault == Some(&Fault::RepeatPrevious) && from > 0 {
+        (from - 1, to - 1)
+    } else {
+        (from, to)
+    };
     resources.extend(s.users[from..to].iter().map(EmuUser::to_scim));
     let mut page = json!({
         "schemas": ["urn:ietf:params:scim:api:messages:2.0:ListResponse"],

@@ -35,3 +35,39 @@ pub fn opsync_bin() -> PathBuf {
     );
     bin
 }
+
+/// A client configuration for tests: the emulator is on loopback over http, and retries are
+/// fast so that failure tests take milliseconds, not minutes.
+pub fn test_client_config() -> opsync_shared::scim::ClientConfig {
+    use opsync_shared::scim::{AddressPolicy, ClientConfig, RetryPolicy};
+    use std::time::Duration;
+    ClientConfig {
+        allow_http: true,
+        address_policy: AddressPolicy {
+            allow_private: true,
+        },
+        rate_limit_per_sec: 0.0,
+        request_timeout: Duration::from_secs(10),
+        retry: RetryPolicy {
+            max_retries: 4,
+            min_delay: Duration::from_millis(10),
+            max_delay: Duration::from_millis(50),
+            deadline: Duration::from_secs(10),
+            max_retry_after: Duration::from_secs(5),
+        },
+        ..ClientConfig::default()
+    }
+}
+
+/// A client for `bridge` with its current token and the test configuration.
+pub fn client_for(bridge: &MockBridge) -> opsync_shared::scim::ScimClient {
+    client_with(bridge, test_client_config())
+}
+
+pub fn client_with(
+    bridge: &MockBridge,
+    cfg: opsync_shared::scim::ClientConfig,
+) -> opsync_shared::scim::ScimClient {
+    let token = opsync_shared::BearerToken::new(bridge.token()).unwrap();
+    opsync_shared::scim::ScimClient::new(&bridge.url(), token, cfg).unwrap()
+}

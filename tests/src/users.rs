@@ -92,7 +92,7 @@ impl EmuUser {
             given: given.into(),
             family: family.into(),
             // About one member in twenty is suspended.
-            active: (h >> 40) % 20 != 0,
+            active: !(h >> 40).is_multiple_of(20),
         }
     }
 

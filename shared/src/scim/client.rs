@@ -483,32 +483,20 @@ pub(crate) fn status_failure_at(f: &Fetched, url: &Url) -> ScimError {
 /// searched for the causes we care about: our own address block, TLS, timeouts.
 pub(crate) fn classify_transport(e: &reqwest::Error, url: &Url, timeout: Duration) -> ScimError {
     let shown = url.to_string();
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    let mut chain = Vec::new();
-    while let Some(s) = source {
+    let chain = causes(e);
+    for s in &chain {
         if let Some(b) = s.downcast_ref::<BlockedAddress>() {
             return ScimError::AddressBlocked {
                 host: b.host.clone(),
                 addr: b.addr.clone(),
             };
         }
-        if s.downcast_ref::<rustls::Error>().is_some() {
-            return ScimError::Tls {
-                url: shown,
-                detail: one_line(&s.to_string(), 200),
-            };
-        }
-        if let Some(io) = s.downcast_ref::<std::io::Error>()
-            && let Some(inner) = io.get_ref()
-            && let Some(tls) = inner.downcast_ref::<rustls::Error>()
-        {
+        if let Some(tls) = s.downcast_ref::<rustls::Error>() {
             return ScimError::Tls {
                 url: shown,
                 detail: one_line(&tls.to_string(), 200),
             };
         }
-        chain.push(s.to_string());
-        source = s.source();
     }
     if e.is_timeout() {
         return ScimError::Timeout {
@@ -517,13 +505,40 @@ pub(crate) fn classify_transport(e: &reqwest::Error, url: &Url, timeout: Duratio
         };
     }
     // The innermost cause is the informative one ("connection refused", "dns error ...").
-    let detail = chain.last().map(|s| one_line(s, 200)).unwrap_or_default();
+    let detail = chain
+        .last()
+        .map(|s| one_line(&s.to_string(), 200))
+        .unwrap_or_default();
     let detail = if e.is_body() || e.is_decode() {
         format!("the connection broke while reading the answer: {detail}")
     } else {
         detail
     };
     ScimError::BridgeUnreachable { url: shown, detail }
+}
+
+/// Every cause of an error, outermost first. `std::io::Error::source` skips the error it
+/// wraps (it returns the wrapped error's source), and TLS failures arrive as an io::Error
+/// inside an io::Error, so wrapped errors are unpacked by hand.
+fn causes<'a>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> Vec<&'a (dyn std::error::Error + 'static)> {
+    let mut out = Vec::new();
+    let mut next = Some(e);
+    while let Some(cur) = next {
+        out.push(cur);
+        next = match cur
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => cur.source(),
+        };
+        if out.len() > 32 {
+            break;
+        }
+    }
+    out
 }
 
 #[cfg(test)]

@@ -80,18 +80,8 @@ pub fn check_literal_host(
     let ip = match host {
         url::Host::Ipv4(v4) => IpAddr::V4(*v4),
         url::Host::Ipv6(v6) => IpAddr::V6(*v6),
-        url::Host::Domain(d) => {
-            // "localhost" is resolved by many stacks without DNS; treat it as what it is.
-            if !policy.allow_private
-                && (d.eq_ignore_ascii_case("localhost") || d.ends_with(".localhost"))
-            {
-                return Err(BlockedAddress {
-                    host: d.to_string(),
-                    addr: "127.0.0.1".into(),
-                });
-            }
-            return Ok(());
-        }
+        // Names are checked after resolution, by the resolver.
+        url::Host::Domain(_) => return Ok(()),
     };
     if !policy.allow_private && is_internal(ip) {
         return Err(BlockedAddress {
@@ -127,14 +117,14 @@ impl reqwest::dns::Resolve for FilteringResolver {
                 .copied()
                 .filter(|a| policy.allow_private || !is_internal(a.ip()))
                 .collect();
-            if allowed.is_empty() {
-                if let Some(first) = addrs.first() {
-                    return Err(Box::new(BlockedAddress {
-                        host,
-                        addr: first.ip().to_string(),
-                    })
-                        as Box<dyn std::error::Error + Send + Sync>);
-                }
+            if allowed.is_empty()
+                && let Some(first) = addrs.first()
+            {
+                return Err(Box::new(BlockedAddress {
+                    host,
+                    addr: first.ip().to_string(),
+                })
+                    as Box<dyn std::error::Error + Send + Sync>);
             }
             Ok(Box::new(allowed.into_iter()) as reqwest::dns::Addrs)
         })
@@ -191,8 +181,6 @@ mod tests {
         assert!(check_literal_host(&u.host().unwrap(), deny).is_err());
         assert!(check_literal_host(&u.host().unwrap(), allow).is_ok());
         let u = h("https://[::1]/");
-        assert!(check_literal_host(&u.host().unwrap(), deny).is_err());
-        let u = h("https://localhost/");
         assert!(check_literal_host(&u.host().unwrap(), deny).is_err());
         let u = h("https://scim.example.com/");
         assert!(check_literal_host(&u.host().unwrap(), deny).is_ok());

@@ -45,6 +45,7 @@ async fn main() -> anyhow::Result<()> {
         "provisioning-off" => Mode::ProvisioningOff,
         _ => Mode::Normal,
     };
+    let base_path = args.base_path.clone();
     let cfg = BridgeConfig {
         users: args.users,
         seed: args.seed,
@@ -60,19 +61,26 @@ async fn main() -> anyhow::Result<()> {
     }
     let control = tokio::net::TcpListener::bind(args.control).await?;
     eprintln!(
-        "mock-bridge: {} users at {} (SCIM base {}), control API at http://{}",
+        "mock-bridge: {} users at {} (SCIM base {base_path:?}), control API at http://{}",
         args.users,
         bridge.url(),
-        "configured",
         control.local_addr()?
     );
     let app = control_router(bridge.clone());
     axum::serve(control, app)
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
+        .with_graceful_shutdown(shutdown_signal())
         .await?;
     Ok(())
+}
+
+/// Ctrl-C or SIGTERM (what `kill` and the demo send).
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("install the SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
 }
 
 fn write_private(path: &std::path::Path, token: &str) -> anyhow::Result<()> {

@@ -1,0 +1,30 @@
+# opsync: common tasks. `make test` is what CI runs (after fmt and clippy, see .ci/run).
+SHELL := /bin/bash
+export CARGO_TARGET_DIR ?= /var/tmp/opsync-target
+BIN := $(CARGO_TARGET_DIR)/debug
+RELEASE_BIN := $(CARGO_TARGET_DIR)/release
+
+.PHONY: build test lint fmt verify-demo release
+
+build:
+	cargo build --workspace
+
+# Every test: unit, property and end-to-end (the e2e tests run the built binaries, so build
+# them first).
+test:
+	cargo build --workspace --bins
+	cargo test --workspace --no-fail-fast
+
+lint:
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	cargo fmt --all
+
+release:
+	cargo build --workspace --release --bins
+
+# `opsync verify` against the bridge emulator with a few hundred users.
+verify-demo: build
+	@bash scripts/verify-demo.sh "$(BIN)"
