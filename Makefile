@@ -1,6 +1,10 @@
 # opsync: common tasks. `make test` is what CI runs (after fmt and clippy, see .ci/run).
 SHELL := /bin/bash
 export CARGO_TARGET_DIR ?= /var/tmp/opsync-target
+# The local services unless the environment names others (tests create their own database and
+# vhost on these servers and remove them afterwards).
+export DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/postgres
+export AMQP_URL ?= amqp://guest:guest@127.0.0.1:5672/%2f
 BIN := $(CARGO_TARGET_DIR)/debug
 RELEASE_BIN := $(CARGO_TARGET_DIR)/release
 

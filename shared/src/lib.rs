@@ -6,11 +6,20 @@
 //! parsing, classification) live in modules that do no I/O so they can be tested exhaustively;
 //! the HTTP transport is the only edge in this part of the crate.
 
+pub mod broker;
+pub mod crypto;
+pub mod directory;
 pub mod error;
+pub mod events;
+pub mod job;
 pub mod onepassword;
+pub mod outbox;
 pub mod scim;
 pub mod secret;
+pub mod store;
+pub mod sync;
 pub mod verify;
+pub mod worker;
 
 pub use error::{ErrorClass, ScimError};
 pub use secret::BearerToken;

@@ -2,7 +2,9 @@
 //!
 //! The emulator is the only thing we mock. Postgres and RabbitMQ are always the real services.
 
+pub mod app;
 pub mod bridge;
+pub mod env;
 pub mod helpers;
 pub mod users;
 

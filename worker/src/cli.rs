@@ -19,15 +19,238 @@ pub enum Command {
     /// Check a SCIM bridge URL and token: find the SCIM base, read the version, list every user.
     #[command(after_help = crate::exit::HELP)]
     Verify(VerifyArgs),
+    /// Apply the database migrations (idempotent).
+    Migrate(DbArgs),
+    /// Declare the RabbitMQ exchanges and queues (idempotent; the worker does it too).
+    Setup(SetupArgs),
+    /// Manage integrations (a bridge URL, its token, seats).
+    #[command(subcommand)]
+    Integration(IntegrationCommand),
+    /// Put sync jobs on the queue.
+    Enqueue(EnqueueArgs),
+    /// Run one sync now, in this process, and print its summary.
+    Sync(SyncArgs),
+    /// Run the worker: consume sync jobs, write the directory, relay events.
+    Worker(WorkerArgs),
+    /// Print a new random token-encryption key for OPSYNC_TOKEN_KEY.
+    Keygen,
 }
 
 impl Command {
     /// Commands print their own results; logs below warnings would only clutter a terminal.
+    /// The worker is a service: its logs are its output.
     pub fn default_log_level(&self) -> &'static str {
         match self {
-            Command::Verify(_) => "warn",
+            Command::Worker(_) => "info",
+            _ => "warn",
         }
     }
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct DbArgs {
+    /// Postgres connection string.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: String,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct AmqpArgs {
+    /// RabbitMQ connection string.
+    #[arg(
+        long,
+        env = "AMQP_URL",
+        hide_env_values = true,
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
+    )]
+    pub amqp_url: String,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct KeyArgs {
+    /// Base64 of 32 bytes: the key that encrypts bearer tokens at rest.
+    #[arg(long = "token-key", env = "OPSYNC_TOKEN_KEY", hide_env_values = true)]
+    pub current: String,
+    /// Older keys, comma-separated, still accepted for decryption during a rotation.
+    #[arg(
+        long = "token-key-previous",
+        env = "OPSYNC_TOKEN_KEY_PREVIOUS",
+        hide_env_values = true
+    )]
+    pub previous: Option<String>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RetryArgs {
+    /// Delays between attempts of a failed job (their count is the number of retries).
+    #[arg(long, env = "OPSYNC_RETRY_DELAYS", value_delimiter = ',', default_value = "30s,2m,10m,30m", value_parser = humantime::parse_duration)]
+    pub retry_delays: Vec<Duration>,
+}
+
+#[derive(Args, Debug)]
+pub struct SetupArgs {
+    #[command(flatten)]
+    pub amqp: AmqpArgs,
+    #[command(flatten)]
+    pub retry: RetryArgs,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum IntegrationCommand {
+    /// Check the bridge like `opsync verify`, then save it with its token encrypted.
+    Add(AddArgs),
+    /// List integrations.
+    List(ListArgs),
+    /// Show one integration and its recent sync runs.
+    Show(IdArgs),
+    /// Replace the bearer token (after "Regenerate credentials" in 1Password).
+    UpdateToken(UpdateTokenArgs),
+    /// Set the number of purchased seats (omit N to clear it).
+    SetSeats(SetSeatsArgs),
+    /// Stop syncing an integration.
+    Disable(IdArgs),
+    /// Sync an integration again (also after fixing its bridge).
+    Enable(IdArgs),
+    /// Delete an integration with its directory and history.
+    Remove(IdArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct AddArgs {
+    /// A descriptive name, e.g. "1Password Production".
+    #[arg(long)]
+    pub name: String,
+    /// The SCIM bridge URL, e.g. https://scim.example.com
+    #[arg(long)]
+    pub url: String,
+    #[command(flatten)]
+    pub token: TokenSource,
+    /// Purchased seats.
+    #[arg(long)]
+    pub seats: Option<u32>,
+    /// Save without checking the bridge first.
+    #[arg(long)]
+    pub no_verify: bool,
+    #[command(flatten)]
+    pub db: DbArgs,
+    #[command(flatten)]
+    pub key: KeyArgs,
+    #[command(flatten)]
+    pub bridge: BridgeArgs,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ListArgs {
+    #[command(flatten)]
+    pub db: DbArgs,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct IdArgs {
+    pub id: uuid::Uuid,
+    #[command(flatten)]
+    pub db: DbArgs,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct UpdateTokenArgs {
+    pub id: uuid::Uuid,
+    #[command(flatten)]
+    pub token: TokenSource,
+    #[command(flatten)]
+    pub db: DbArgs,
+    #[command(flatten)]
+    pub key: KeyArgs,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct SetSeatsArgs {
+    pub id: uuid::Uuid,
+    pub seats: Option<u32>,
+    #[command(flatten)]
+    pub db: DbArgs,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+#[group(id = "targets", required = true, multiple = false, args = ["ids", "all", "due"])]
+pub struct EnqueueArgs {
+    /// Integrations to sync.
+    pub ids: Vec<uuid::Uuid>,
+    /// Every active integration.
+    #[arg(long)]
+    pub all: bool,
+    /// Active integrations not synced within --interval.
+    #[arg(long, requires = "interval")]
+    pub due: bool,
+    /// With --due: e.g. 1h, 30m.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub interval: Option<Duration>,
+    /// The job's trigger field.
+    #[arg(long, default_value = "manual", value_parser = ["scheduled", "manual", "initial", "replay"])]
+    pub trigger: String,
+    #[command(flatten)]
+    pub db: DbArgs,
+    #[command(flatten)]
+    pub amqp: AmqpArgs,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct SyncArgs {
+    pub id: uuid::Uuid,
+    #[command(flatten)]
+    pub db: DbArgs,
+    #[command(flatten)]
+    pub key: KeyArgs,
+    #[command(flatten)]
+    pub bridge: BridgeArgs,
+    /// Also publish the outbox to RabbitMQ afterwards (else a worker's relay does it).
+    #[arg(long)]
+    pub publish: bool,
+    #[command(flatten)]
+    pub amqp: AmqpArgs,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct WorkerArgs {
+    #[command(flatten)]
+    pub db: DbArgs,
+    #[command(flatten)]
+    pub amqp: AmqpArgs,
+    #[command(flatten)]
+    pub key: KeyArgs,
+    #[command(flatten)]
+    pub bridge: BridgeArgs,
+    #[command(flatten)]
+    pub retry: RetryArgs,
+    /// Jobs run at once (also the consumer prefetch).
+    #[arg(long, env = "OPSYNC_CONCURRENCY", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub concurrency: u16,
+    /// Seconds running jobs get to finish after SIGTERM (keep it below Kubernetes' grace period).
+    #[arg(long, env = "OPSYNC_SHUTDOWN_DEADLINE", default_value = "25s", value_parser = humantime::parse_duration)]
+    pub shutdown_deadline: Duration,
+    /// Database connections.
+    #[arg(long, env = "OPSYNC_DB_POOL_SIZE", default_value_t = 8)]
+    pub db_pool_size: usize,
+    /// Do not relay the outbox from this process (when a separate relay runs it).
+    #[arg(long, env = "OPSYNC_NO_RELAY")]
+    pub no_relay: bool,
+    /// How often the relay looks for events left unpublished.
+    #[arg(long, env = "OPSYNC_RELAY_INTERVAL", default_value = "2s", value_parser = humantime::parse_duration)]
+    pub relay_interval: Duration,
 }
 
 /// Where the bearer token comes from. Never a plain argument: it would land in shell history

@@ -20,6 +20,17 @@ pub const BRIDGE_FAILING: u8 = 8;
 /// The bridge answered something we cannot read.
 pub const PROTOCOL: u8 = 9;
 
+/// The database cannot be reached or failed.
+pub const DATABASE: u8 = 10;
+/// RabbitMQ cannot be reached or refused a message.
+pub const BROKER: u8 = 11;
+/// No such integration.
+pub const NOT_FOUND: u8 = 12;
+/// The database schema is older than this binary: run `opsync migrate`.
+pub const SCHEMA_OUTDATED: u8 = 13;
+/// The integration is disabled or waits for a person (new token, other identity provider).
+pub const INACTIVE: u8 = 14;
+
 pub const HELP: &str = "Exit codes:
   0  success
   1  internal error
@@ -30,7 +41,32 @@ pub const HELP: &str = "Exit codes:
   6  not_a_scim_bridge, redirected, client_error
   7  bridge_unreachable, tls_error, timeout
   8  server_error, rate_limited (transient: try again later)
-  9  protocol_error, response_too_large";
+  9  protocol_error, response_too_large
+ 10  database_error
+ 11  broker_error
+ 12  integration_not_found
+ 13  schema_outdated: run `opsync migrate`
+ 14  integration_inactive (disabled, needs_credentials, scim_disabled)";
+
+pub fn for_sync(e: &opsync_shared::sync::SyncError) -> u8 {
+    use opsync_shared::sync::SyncError;
+    match e {
+        SyncError::Scim(s) => for_scim(s),
+        _ => for_kind(e.kind()),
+    }
+}
+
+pub fn for_kind(kind: &str) -> u8 {
+    match kind {
+        "database_error" | "migration_failed" => DATABASE,
+        "broker_error" => BROKER,
+        "integration_not_found" => NOT_FOUND,
+        "schema_outdated" => SCHEMA_OUTDATED,
+        "integration_inactive" => INACTIVE,
+        "token_undecryptable" | "invalid_job" | "token_key" | "token_source" => BAD_INPUT,
+        _ => INTERNAL,
+    }
+}
 
 pub fn for_scim(e: &ScimError) -> u8 {
     match e.kind() {

@@ -2,11 +2,14 @@
 //! Everything of substance lives in `opsync-shared`; this crate only wires it.
 
 mod cli;
+mod commands;
 mod exit;
+mod output;
 mod telemetry;
 mod verify;
 
 use clap::Parser;
+use cli::Command;
 
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
@@ -20,7 +23,14 @@ fn main() -> std::process::ExitCode {
     };
     let code = runtime.block_on(async {
         match cli.command {
-            cli::Command::Verify(args) => verify::run(args).await,
+            Command::Verify(a) => verify::run(a).await,
+            Command::Migrate(a) => commands::admin::migrate(a).await,
+            Command::Setup(a) => commands::admin::setup(a).await,
+            Command::Keygen => commands::admin::keygen(),
+            Command::Integration(c) => commands::integration::run(c).await,
+            Command::Enqueue(a) => commands::enqueue::run(a).await,
+            Command::Sync(a) => commands::sync::run(a).await,
+            Command::Worker(a) => commands::worker::run(a).await,
         }
     });
     std::process::ExitCode::from(code)

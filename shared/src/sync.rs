@@ -1,0 +1,413 @@
+//! One sync, start to commit: lock the integration, read the bridge, diff, write state, run
+//! row and events in one transaction.
+//!
+//! Why one transaction that spans the download: the advisory lock that serialises syncs of
+//! one integration is transaction-scoped, so it can never outlive a dead worker; and nothing
+//! is written until everything is known, so a sync interrupted anywhere (bridge failure
+//! mid-paging, worker killed, database lost) commits nothing partial.
+
+use crate::broker::BrokerError;
+use crate::crypto::{KeyError, Keyring};
+use crate::directory::{self, ChangeCounts, ChangeKind};
+use crate::error::{ErrorClass, ScimError};
+use crate::events;
+use crate::job::{JobError, SyncJob};
+use crate::onepassword;
+use crate::scim::{ClientConfig, ClientStats, ScimClient};
+use crate::store::{self, NewEvent, RunRecord, StoreError};
+use chrono::Utc;
+use deadpool_postgres::Pool;
+use serde::Serialize;
+use std::time::Duration;
+use uuid::Uuid;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SyncError {
+    #[error(transparent)]
+    Scim(#[from] ScimError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error(transparent)]
+    InvalidJob(#[from] JobError),
+    #[error("integration {id} is {status}, so it is not synced; {advice}")]
+    Inactive {
+        id: Uuid,
+        status: String,
+        advice: &'static str,
+    },
+}
+
+impl SyncError {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SyncError::Scim(e) => e.kind(),
+            SyncError::Store(e) => e.kind(),
+            SyncError::Broker(e) => e.kind(),
+            SyncError::Key(_) => "token_undecryptable",
+            SyncError::InvalidJob(_) => "invalid_job",
+            SyncError::Inactive { .. } => "integration_inactive",
+        }
+    }
+
+    pub fn class(&self) -> ErrorClass {
+        let transient = match self {
+            SyncError::Scim(e) => e.is_transient(),
+            SyncError::Store(e) => e.is_transient(),
+            SyncError::Broker(_) => true,
+            SyncError::Key(_) | SyncError::InvalidJob(_) | SyncError::Inactive { .. } => false,
+        };
+        if transient {
+            ErrorClass::Transient
+        } else {
+            ErrorClass::Permanent
+        }
+    }
+}
+
+/// What a finished job reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct SyncSummary {
+    pub integration_id: Uuid,
+    pub job_id: Uuid,
+    pub sync_id: Uuid,
+    pub counts: events::SyncCounts,
+    pub snapshot_consistent: bool,
+    pub events: u64,
+    pub bridge_requests: u64,
+    pub elapsed_ms: u64,
+}
+
+#[derive(Debug, Clone)]
+pub enum JobOutcome {
+    Completed(SyncSummary),
+    /// The job id already succeeded (a redelivery or a duplicate): nothing was done.
+    AlreadyDone,
+}
+
+pub struct SyncDeps<'a> {
+    pub pool: &'a Pool,
+    pub keyring: &'a Keyring,
+    pub client: &'a ClientConfig,
+}
+
+/// Runs one job. On failure, the failed run is recorded (and the integration's status set for
+/// failures a person must fix) before the error is returned.
+pub async fn run_job(
+    deps: &SyncDeps<'_>,
+    job: &SyncJob,
+    progress: impl FnMut(u64, Option<u64>),
+) -> Result<JobOutcome, SyncError> {
+    let started_at = Utc::now();
+    let t0 = std::time::Instant::now();
+    let sync_id = events::sync_id_for_job(job.job_id);
+    let stats = std::sync::Arc::new(ClientStats::default());
+    match sync_in_transaction(deps, job, sync_id, started_at, t0, progress, &stats).await {
+        Ok(outcome) => Ok(outcome),
+        Err(e) => {
+            record_failure(deps.pool, job, sync_id, started_at, &e, &stats).await;
+            Err(e)
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn sync_in_transaction(
+    deps: &SyncDeps<'_>,
+    job: &SyncJob,
+    sync_id: Uuid,
+    started_at: chrono::DateTime<Utc>,
+    t0: std::time::Instant,
+    progress: impl FnMut(u64, Option<u64>),
+    stats_out: &std::sync::Arc<ClientStats>,
+) -> Result<JobOutcome, SyncError> {
+    let mut conn = deps.pool.get().await.map_err(StoreError::from)?;
+    let tx = conn.transaction().await.map_err(StoreError::from)?;
+    // Waits while another worker syncs this integration: jobs for one integration run one
+    // after the other, never at the same time.
+    store::lock_integration(&tx, job.integration_id).await?;
+    if store::job_succeeded(&tx, job.job_id).await? {
+        return Ok(JobOutcome::AlreadyDone);
+    }
+    let integration = store::get_integration(&tx, job.integration_id).await?;
+    match integration.status.as_str() {
+        "active" => {}
+        "needs_credentials" => {
+            return Err(SyncError::Inactive {
+                id: integration.id,
+                status: integration.status,
+                advice: "the bridge rejected its token: set the new one with `opsync integration update-token`",
+            });
+        }
+        "scim_disabled" => {
+            return Err(SyncError::Inactive {
+                id: integration.id,
+                status: integration.status,
+                advice: "its bridge serves no SCIM API (Google Workspace): connect the bridge to another identity provider, then `opsync integration enable`",
+            });
+        }
+        _ => {
+            return Err(SyncError::Inactive {
+                id: integration.id,
+                status: integration.status,
+                advice: "enable it with `opsync integration enable`",
+            });
+        }
+    }
+    let token = deps.keyring.open(&integration.token, integration.id)?;
+    let mut client = ScimClient::new(&integration.bridge_url, token, deps.client.clone())?;
+    let result = read_bridge(&mut client, &integration, &tx, progress).await;
+    // Keep the request counts for the run row even when the read failed.
+    copy_stats(&client.stats(), stats_out);
+    let snapshot = result?;
+    let stored = store::load_directory(&tx, integration.id).await?;
+    let consistent = snapshot.is_complete_and_consistent();
+    let changes = directory::diff(&stored, &snapshot.users, consistent);
+    let removals_held = if consistent {
+        0
+    } else {
+        // Members absent from a doubtful snapshot: not removed, counted so it shows.
+        let present: std::collections::HashSet<&str> =
+            snapshot.users.iter().map(|u| u.id.as_str()).collect();
+        stored
+            .iter()
+            .filter(|s| !s.removed && !present.contains(s.user.id.as_str()))
+            .count() as u64
+    };
+    let counts = ChangeCounts::of(&changes);
+    let now = Utc::now();
+    let users = snapshot.users.len() as u64;
+    let active = snapshot.active_count();
+    let sync_counts = events::SyncCounts::new(users, active, counts, removals_held);
+
+    let mut new_events: Vec<NewEvent> = changes
+        .iter()
+        .map(|c| {
+            let ev = events::user_event(integration.id, sync_id, now, c);
+            NewEvent {
+                event_id: ev.event_id,
+                event_type: ev.event_type,
+                scim_id: Some(c.user.id.clone()),
+                payload: serde_json::to_value(&ev).expect("events serialise"),
+            }
+        })
+        .collect();
+    let completed = events::sync_completed(
+        integration.id,
+        sync_id,
+        job.job_id,
+        job.trigger.as_str(),
+        started_at,
+        now,
+        consistent,
+        sync_counts.clone(),
+    );
+    new_events.push(NewEvent {
+        event_id: completed.event_id,
+        event_type: events::SYNC_COMPLETED,
+        scim_id: None,
+        payload: serde_json::to_value(&completed).expect("events serialise"),
+    });
+
+    store::write_changes(&tx, integration.id, now, &changes).await?;
+    store::insert_events(&tx, integration.id, sync_id, now, &new_events).await?;
+    let stats = client.stats();
+    store::record_run(
+        &tx,
+        &RunRecord {
+            run_id: Uuid::new_v4(),
+            sync_id,
+            job_id: job.job_id,
+            integration_id: integration.id,
+            trigger: job.trigger.as_str(),
+            started_at,
+            finished_at: now,
+            error: None,
+            users_seen: Some(users as i64),
+            users_active: Some(active as i64),
+            counts,
+            removals_held: removals_held as i64,
+            snapshot_consistent: Some(consistent),
+            bridge_requests: ClientStats::get(&stats.requests) as i64,
+            bridge_retries: ClientStats::get(&stats.retries) as i64,
+        },
+    )
+    .await?;
+    tx.commit().await.map_err(StoreError::from)?;
+    if !consistent {
+        tracing::warn!(integration_id = %integration.id, removals_held, "the snapshot was not complete and consistent; no removal was inferred");
+    }
+    let removed = changes
+        .iter()
+        .filter(|c| c.kind == ChangeKind::Removed)
+        .count();
+    tracing::info!(integration_id = %integration.id, users, changes = changes.len(), removed, "sync committed");
+    Ok(JobOutcome::Completed(SyncSummary {
+        integration_id: integration.id,
+        job_id: job.job_id,
+        sync_id,
+        counts: sync_counts,
+        snapshot_consistent: consistent,
+        events: new_events.len() as u64,
+        bridge_requests: ClientStats::get(&stats.requests),
+        elapsed_ms: t0.elapsed().as_millis() as u64,
+    }))
+}
+
+fn copy_stats(from: &ClientStats, to: &ClientStats) {
+    use std::sync::atomic::Ordering::Relaxed;
+    to.requests.store(ClientStats::get(&from.requests), Relaxed);
+    to.retries.store(ClientStats::get(&from.retries), Relaxed);
+}
+
+/// Uses the stored SCIM base, or discovers and stores it (within the sync's transaction).
+async fn read_bridge(
+    client: &mut ScimClient,
+    integration: &store::Integration,
+    tx: &deadpool_postgres::Transaction<'_>,
+    progress: impl FnMut(u64, Option<u64>),
+) -> Result<crate::scim::Snapshot, SyncError> {
+    match integration
+        .scim_base
+        .as_deref()
+        .and_then(|b| url::Url::parse(b).ok())
+    {
+        Some(base) => client.set_base(base),
+        None => {
+            let d = onepassword::discover(client).await?;
+            store::set_scim_base(tx, integration.id, d.base.as_str()).await?;
+            client.set_base(d.base);
+        }
+    }
+    Ok(client.list_users(progress).await?)
+}
+
+/// Records a failed run in its own short transaction. A failure to record is logged, not
+/// raised: the job's own error is the one that matters, and the job is retried anyway.
+async fn record_failure(
+    pool: &Pool,
+    job: &SyncJob,
+    sync_id: Uuid,
+    started_at: chrono::DateTime<Utc>,
+    e: &SyncError,
+    stats: &ClientStats,
+) {
+    let result: Result<(), StoreError> = async {
+        let mut conn = pool.get().await?;
+        let tx = conn.transaction().await?;
+        // An unknown integration has no row to attach a run to.
+        if matches!(e, SyncError::Store(StoreError::IntegrationNotFound { .. })) {
+            return Ok(());
+        }
+        match e.kind() {
+            "auth_rejected" => {
+                store::set_status(
+                    &tx,
+                    job.integration_id,
+                    "needs_credentials",
+                    Some(&e.to_string()),
+                )
+                .await?
+            }
+            "scim_api_disabled" => {
+                store::set_status(
+                    &tx,
+                    job.integration_id,
+                    "scim_disabled",
+                    Some(&e.to_string()),
+                )
+                .await?
+            }
+            _ => {}
+        }
+        store::record_run(
+            &tx,
+            &RunRecord {
+                run_id: Uuid::new_v4(),
+                sync_id,
+                job_id: job.job_id,
+                integration_id: job.integration_id,
+                trigger: job.trigger.as_str(),
+                started_at,
+                finished_at: Utc::now(),
+                error: Some((e.kind(), e.to_string())),
+                users_seen: None,
+                users_active: None,
+                counts: ChangeCounts::default(),
+                removals_held: 0,
+                snapshot_consistent: None,
+                bridge_requests: ClientStats::get(&stats.requests) as i64,
+                bridge_retries: ClientStats::get(&stats.retries) as i64,
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+    .await;
+    if let Err(err) = result {
+        tracing::warn!(error.kind = err.kind(), error = %err, "could not record the failed sync run");
+    }
+}
+
+/// What to do with a job that failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureAction {
+    /// Send it through the delay queue for this delay, as attempt `attempt`.
+    Retry { delay: Duration, attempt: u32 },
+    /// Dead-letter it: permanent, or out of attempts.
+    DeadLetter,
+}
+
+/// Pure: `attempt` is the 1-based attempt that just failed.
+pub fn on_failure(attempt: u32, class: ErrorClass, delays: &[Duration]) -> FailureAction {
+    match class {
+        ErrorClass::Permanent => FailureAction::DeadLetter,
+        ErrorClass::Transient => match delays.get(attempt.saturating_sub(1) as usize) {
+            Some(delay) => FailureAction::Retry {
+                delay: *delay,
+                attempt: attempt + 1,
+            },
+            None => FailureAction::DeadLetter,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failure_policy() {
+        let d = [Duration::from_secs(30), Duration::from_secs(120)];
+        assert_eq!(
+            on_failure(1, ErrorClass::Transient, &d),
+            FailureAction::Retry {
+                delay: d[0],
+                attempt: 2
+            }
+        );
+        assert_eq!(
+            on_failure(2, ErrorClass::Transient, &d),
+            FailureAction::Retry {
+                delay: d[1],
+                attempt: 3
+            }
+        );
+        assert_eq!(
+            on_failure(3, ErrorClass::Transient, &d),
+            FailureAction::DeadLetter
+        );
+        assert_eq!(
+            on_failure(1, ErrorClass::Permanent, &d),
+            FailureAction::DeadLetter
+        );
+        assert_eq!(
+            on_failure(1, ErrorClass::Transient, &[]),
+            FailureAction::DeadLetter
+        );
+    }
+}

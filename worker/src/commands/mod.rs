@@ -1,0 +1,42 @@
+//! One module per command family. Each returns the process exit code.
+
+pub mod admin;
+pub mod enqueue;
+pub mod integration;
+pub mod sync;
+pub mod worker;
+
+use crate::cli::{DbArgs, KeyArgs};
+use crate::{exit, output};
+use opsync_shared::crypto::Keyring;
+use opsync_shared::store::{self, StoreError};
+
+/// A database pool for a CLI command, with the schema checked.
+pub async fn db(args: &DbArgs, json: bool, size: usize) -> Result<deadpool_postgres::Pool, u8> {
+    let pool = store::pool(&args.database_url, size).map_err(|e| store_error(json, &e))?;
+    store::require_current_schema(&pool)
+        .await
+        .map_err(|e| store_error(json, &e))?;
+    Ok(pool)
+}
+
+pub fn store_error(json: bool, e: &StoreError) -> u8 {
+    output::error(
+        json,
+        e.kind(),
+        if e.is_transient() {
+            "transient"
+        } else {
+            "permanent"
+        },
+        &e.to_string(),
+    );
+    exit::for_kind(e.kind())
+}
+
+pub fn keyring(args: &KeyArgs, json: bool) -> Result<Keyring, u8> {
+    Keyring::new(&args.current, args.previous.as_deref()).map_err(|e| {
+        output::error(json, "token_key", "permanent", &e.to_string());
+        exit::BAD_INPUT
+    })
+}
