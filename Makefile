@@ -8,7 +8,7 @@ export AMQP_URL ?= amqp://guest:guest@127.0.0.1:5672/%2f
 BIN := $(CARGO_TARGET_DIR)/debug
 RELEASE_BIN := $(CARGO_TARGET_DIR)/release
 
-.PHONY: build test lint fmt verify-demo release
+.PHONY: build test lint fmt verify-demo demo bench release services
 
 build:
 	cargo build --workspace
@@ -32,3 +32,12 @@ release:
 # `opsync verify` against the bridge emulator with a few hundred users.
 verify-demo: build
 	@bash scripts/verify-demo.sh "$(BIN)"
+
+# The whole product on this machine: emulator -> worker -> Postgres + RabbitMQ, narrated.
+demo: build services
+	@$(BIN)/demo
+
+# Postgres and RabbitMQ: the local services when they answer; otherwise, on a machine with
+# Docker, the ones in docker-compose.yml.
+services:
+	@bash scripts/services.sh

@@ -139,41 +139,7 @@ impl TestApp {
 
     /// A queue bound to every event, to see what the worker publishes.
     pub async fn events(&self) -> EventQueue {
-        let conn = self.mq.connect().await;
-        let ch = conn.create_channel().await.unwrap();
-        let q = format!("test-events-{}", Uuid::new_v4());
-        ch.queue_declare(
-            q.as_str().into(),
-            QueueDeclareOptions {
-                durable: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-        ch.queue_bind(
-            q.as_str().into(),
-            broker::EVENTS_EXCHANGE.into(),
-            "#".into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-        let consumer = ch
-            .basic_consume(
-                q.as_str().into(),
-                "".into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .unwrap();
-        EventQueue {
-            _conn: conn,
-            consumer,
-        }
+        bind_events(&self.mq).await
     }
 
     /// Waits until the job succeeded in the database.
@@ -344,4 +310,45 @@ pub fn assert_valid(kind: &str, message: &Value) {
         errors.is_empty(),
         "{kind} does not match {file}: {errors:?}\n{message}"
     );
+}
+
+/// A queue bound to every event on `opsync.events` (declaring the topology first), to see
+/// what workers publish.
+pub async fn bind_events(mq: &TestVhost) -> EventQueue {
+    let conn = mq.connect().await;
+    let ch = conn.create_channel().await.unwrap();
+    broker::declare_topology(&ch, &[]).await.unwrap();
+    let q = format!("test-events-{}", Uuid::new_v4());
+    ch.queue_declare(
+        q.as_str().into(),
+        QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    ch.queue_bind(
+        q.as_str().into(),
+        broker::EVENTS_EXCHANGE.into(),
+        "#".into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    let consumer = ch
+        .basic_consume(
+            q.as_str().into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    EventQueue {
+        _conn: conn,
+        consumer,
+    }
 }
