@@ -270,16 +270,28 @@ async fn show(a: IdArgs) -> u8 {
                     r.trigger.clone(),
                     r.outcome.clone(),
                     output::opt(&r.users_seen),
-                    format!(
-                        "+{} ~{} -{} ↺{} ✕{}",
-                        r.added, r.updated, r.deactivated, r.reactivated, r.removed
-                    ),
+                    r.added.to_string(),
+                    r.updated.to_string(),
+                    r.deactivated.to_string(),
+                    r.reactivated.to_string(),
+                    r.removed.to_string(),
                     output::opt(&r.error_kind),
                 ]
             })
             .collect();
         output::table(
-            &["STARTED", "TRIGGER", "OUTCOME", "USERS", "CHANGES", "ERROR"],
+            &[
+                "STARTED",
+                "TRIGGER",
+                "OUTCOME",
+                "USERS",
+                "ADDED",
+                "UPDATED",
+                "DEACTIVATED",
+                "REACTIVATED",
+                "REMOVED",
+                "ERROR",
+            ],
             &rows,
         );
     }
