@@ -41,3 +41,7 @@ demo: build services
 # Docker, the ones in docker-compose.yml.
 services:
 	@bash scripts/services.sh
+
+# Performance figures for 100,000 users against their floors (release build).
+bench: release services
+	@$(RELEASE_BIN)/bench

@@ -175,6 +175,34 @@ pub fn apply(stored: &[StoredUser], changes: &[Change]) -> Vec<StoredUser> {
     out
 }
 
+/// When a sync may remove members.
+#[derive(Debug, Clone, Copy)]
+pub struct RemovalPolicy {
+    /// A run removing more than this many members *and* more than `max_ratio` of the directory
+    /// is a mass removal: held for an operator.
+    pub max_count: usize,
+    pub max_ratio: f64,
+    /// `GET /Users/{id}` confirmations per run; candidates beyond it wait for the next run.
+    pub max_checks: usize,
+}
+
+impl Default for RemovalPolicy {
+    fn default() -> Self {
+        Self {
+            max_count: 10,
+            max_ratio: 0.10,
+            max_checks: 100,
+        }
+    }
+}
+
+impl RemovalPolicy {
+    /// Pure: is removing `candidates` of `directory_size` present members a mass removal?
+    pub fn is_mass_removal(&self, candidates: usize, directory_size: usize) -> bool {
+        candidates > self.max_count && (candidates as f64) > self.max_ratio * directory_size as f64
+    }
+}
+
 /// Counts per kind, for `sync.completed` and the sync-run row.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct ChangeCounts {
@@ -278,6 +306,19 @@ mod tests {
         let changes = diff(&old, &[user("a", "ann", true)], true);
         assert_eq!(changes.len(), 1);
         assert_eq!(changes[0].kind, ChangeKind::Removed);
+    }
+
+    #[test]
+    fn mass_removal_threshold() {
+        let p = RemovalPolicy::default();
+        assert!(!p.is_mass_removal(10, 20), "10 is not more than 10");
+        assert!(p.is_mass_removal(11, 100));
+        assert!(
+            !p.is_mass_removal(11, 110),
+            "exactly 10% is not more than 10%"
+        );
+        assert!(!p.is_mass_removal(50, 1000), "5% of a large directory");
+        assert!(p.is_mass_removal(101, 1000));
     }
 
     #[test]

@@ -9,6 +9,7 @@
 pub mod broker;
 pub mod crypto;
 pub mod directory;
+pub mod dlq;
 pub mod error;
 pub mod events;
 pub mod job;

@@ -180,11 +180,13 @@ pub struct Integration {
     pub last_sync_outcome: Option<String>,
     pub last_sync_error_kind: Option<String>,
     pub last_success_at: Option<DateTime<Utc>>,
+    /// An operator accepted the held mass removal: the next sync applies it.
+    pub release_removals: bool,
 }
 
 const INTEGRATION_COLUMNS: &str = "id, name, bridge_url, scim_base, token_key_id, token_nonce, token_ciphertext, \
      purchased_seats, status, status_reason, created_at, last_sync_at, last_sync_outcome, \
-     last_sync_error_kind, last_success_at";
+     last_sync_error_kind, last_success_at, release_removals";
 
 fn integration_from_row(r: &tokio_postgres::Row) -> Integration {
     Integration {
@@ -205,6 +207,7 @@ fn integration_from_row(r: &tokio_postgres::Row) -> Integration {
         last_sync_outcome: r.get(12),
         last_sync_error_kind: r.get(13),
         last_success_at: r.get(14),
+        release_removals: r.get(15),
     }
 }
 
@@ -323,6 +326,26 @@ pub async fn set_scim_base(c: &impl GenericClient, id: Uuid, base: &str) -> Resu
         )
         .await?;
     found(n, id)
+}
+
+/// `opsync integration release-removals`: the next sync applies a held mass removal.
+pub async fn set_release_removals(c: &impl GenericClient, id: Uuid) -> Result<(), StoreError> {
+    let n = c
+        .execute(
+            "UPDATE integrations SET release_removals = true, updated_at = now() WHERE id = $1",
+            &[&id],
+        )
+        .await?;
+    found(n, id)
+}
+
+pub async fn clear_release_removals(c: &impl GenericClient, id: Uuid) -> Result<(), StoreError> {
+    c.execute(
+        "UPDATE integrations SET release_removals = false WHERE id = $1",
+        &[&id],
+    )
+    .await?;
+    Ok(())
 }
 
 pub async fn delete_integration(c: &impl GenericClient, id: Uuid) -> Result<(), StoreError> {
@@ -496,6 +519,7 @@ pub struct RunRecord<'a> {
     pub counts: crate::directory::ChangeCounts,
     pub removals_held: i64,
     pub snapshot_consistent: Option<bool>,
+    pub removals_hold_reason: Option<&'a str>,
     pub bridge_requests: i64,
     pub bridge_retries: i64,
 }
@@ -514,13 +538,13 @@ pub async fn record_run(c: &impl GenericClient, r: &RunRecord<'_>) -> Result<(),
     let opt = |v: Option<i64>| v.map(|x| x as i32);
     c.execute(
         "INSERT INTO sync_runs (id, sync_id, job_id, integration_id, trigger, started_at, finished_at, outcome, error_kind, error_message, \
-         users_seen, users_active, added, updated, deactivated, reactivated, removed, removals_held, snapshot_consistent, bridge_requests, bridge_retries) \
-         VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20,$21)",
+         users_seen, users_active, added, updated, deactivated, reactivated, removed, removals_held, snapshot_consistent, bridge_requests, bridge_retries, \
+         removals_hold_reason) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20,$21,$22)",
         &[
             &r.run_id, &r.sync_id, &r.job_id, &r.integration_id, &r.trigger, &r.started_at, &r.finished_at, &outcome, &kind, &message,
             &opt(r.users_seen), &opt(r.users_active), &i(r.counts.added), &i(r.counts.updated), &i(r.counts.deactivated),
             &i(r.counts.reactivated), &i(r.counts.removed), &(r.removals_held as i32), &r.snapshot_consistent,
-            &(r.bridge_requests as i32), &(r.bridge_retries as i32),
+            &(r.bridge_requests as i32), &(r.bridge_retries as i32), &r.removals_hold_reason,
         ],
     )
     .await?;

@@ -8,7 +8,7 @@
 
 use crate::broker::BrokerError;
 use crate::crypto::{KeyError, Keyring};
-use crate::directory::{self, ChangeCounts, ChangeKind};
+use crate::directory::{self, ChangeCounts, ChangeKind, RemovalPolicy};
 use crate::error::{ErrorClass, ScimError};
 use crate::events;
 use crate::job::{JobError, SyncJob};
@@ -92,6 +92,7 @@ pub struct SyncDeps<'a> {
     pub pool: &'a Pool,
     pub keyring: &'a Keyring,
     pub client: &'a ClientConfig,
+    pub removals: RemovalPolicy,
 }
 
 /// Runs one job. On failure, the failed run is recorded (and the integration's status set for
@@ -159,23 +160,37 @@ async fn sync_in_transaction(
     }
     let token = deps.keyring.open(&integration.token, integration.id)?;
     let mut client = ScimClient::new(&integration.bridge_url, token, deps.client.clone())?;
-    let result = read_bridge(&mut client, &integration, &tx, progress).await;
+    // The stored directory loads while the bridge is read: an unchanged sync then costs
+    // little more than the download itself.
+    let (result, stored) = tokio::join!(
+        read_bridge(&mut client, &integration, &tx, progress),
+        store::load_directory(&tx, integration.id)
+    );
     // Keep the request counts for the run row even when the read failed.
     copy_stats(&client.stats(), stats_out);
     let snapshot = result?;
-    let stored = store::load_directory(&tx, integration.id).await?;
+    let stored = stored?;
     let consistent = snapshot.is_complete_and_consistent();
-    let changes = directory::diff(&stored, &snapshot.users, consistent);
-    let removals_held = if consistent {
-        0
+    let mut changes = directory::diff(&stored, &snapshot.users, consistent);
+    let (removals_held, hold_reason) = if consistent {
+        let present = stored.iter().filter(|s| !s.removed).count();
+        confirm_removals(
+            &client,
+            &mut changes,
+            present,
+            deps.removals,
+            integration.release_removals,
+        )
+        .await?
     } else {
         // Members absent from a doubtful snapshot: not removed, counted so it shows.
         let present: std::collections::HashSet<&str> =
             snapshot.users.iter().map(|u| u.id.as_str()).collect();
-        stored
+        let absent = stored
             .iter()
             .filter(|s| !s.removed && !present.contains(s.user.id.as_str()))
-            .count() as u64
+            .count() as u64;
+        (absent, (absent > 0).then_some("doubtful_snapshot"))
     };
     let counts = ChangeCounts::of(&changes);
     let now = Utc::now();
@@ -231,14 +246,18 @@ async fn sync_in_transaction(
             counts,
             removals_held: removals_held as i64,
             snapshot_consistent: Some(consistent),
+            removals_hold_reason: hold_reason,
             bridge_requests: ClientStats::get(&stats.requests) as i64,
             bridge_retries: ClientStats::get(&stats.retries) as i64,
         },
     )
     .await?;
+    if integration.release_removals && consistent {
+        store::clear_release_removals(&tx, integration.id).await?;
+    }
     tx.commit().await.map_err(StoreError::from)?;
-    if !consistent {
-        tracing::warn!(integration_id = %integration.id, removals_held, "the snapshot was not complete and consistent; no removal was inferred");
+    if let Some(reason) = hold_reason {
+        tracing::warn!(integration_id = %integration.id, removals_held, reason, "removals held: absent members were not removed");
     }
     let removed = changes
         .iter()
@@ -255,6 +274,47 @@ async fn sync_in_transaction(
         bridge_requests: ClientStats::get(&stats.requests),
         elapsed_ms: t0.elapsed().as_millis() as u64,
     }))
+}
+
+/// Keeps only the removals that are safe: not a mass removal (unless an operator released it),
+/// and each confirmed by the bridge answering 404 to `GET /Users/{id}`, within a per-run
+/// budget. Returns how many removals were held and why.
+async fn confirm_removals(
+    client: &ScimClient,
+    changes: &mut Vec<directory::Change>,
+    present: usize,
+    policy: RemovalPolicy,
+    released: bool,
+) -> Result<(u64, Option<&'static str>), SyncError> {
+    let candidates = changes
+        .iter()
+        .filter(|c| c.kind == ChangeKind::Removed)
+        .count();
+    if candidates == 0 {
+        return Ok((0, None));
+    }
+    if policy.is_mass_removal(candidates, present) && !released {
+        changes.retain(|c| c.kind != ChangeKind::Removed);
+        return Ok((candidates as u64, Some("mass_removal")));
+    }
+    let mut unconfirmed = std::collections::HashSet::new();
+    let mut checked = 0;
+    for c in changes.iter().filter(|c| c.kind == ChangeKind::Removed) {
+        if checked >= policy.max_checks {
+            unconfirmed.insert(c.user.id.clone());
+            continue;
+        }
+        checked += 1;
+        if client.get_user(&c.user.id).await?.is_some() {
+            // The listing missed a member who is still there.
+            unconfirmed.insert(c.user.id.clone());
+        }
+    }
+    if unconfirmed.is_empty() {
+        return Ok((0, None));
+    }
+    changes.retain(|c| !(c.kind == ChangeKind::Removed && unconfirmed.contains(&c.user.id)));
+    Ok((unconfirmed.len() as u64, Some("unconfirmed")))
 }
 
 fn copy_stats(from: &ClientStats, to: &ClientStats) {
@@ -339,6 +399,7 @@ async fn record_failure(
                 counts: ChangeCounts::default(),
                 removals_held: 0,
                 snapshot_consistent: None,
+                removals_hold_reason: None,
                 bridge_requests: ClientStats::get(&stats.requests) as i64,
                 bridge_retries: ClientStats::get(&stats.retries) as i64,
             },

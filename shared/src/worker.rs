@@ -38,6 +38,7 @@ pub struct WorkerConfig {
     pub relay_interval: Duration,
     /// Run the outbox relay in this process (a deployment may run it elsewhere).
     pub relay: bool,
+    pub removals: crate::directory::RemovalPolicy,
 }
 
 impl Default for WorkerConfig {
@@ -54,6 +55,7 @@ impl Default for WorkerConfig {
             shutdown_deadline: Duration::from_secs(25),
             relay_interval: Duration::from_secs(2),
             relay: true,
+            removals: crate::directory::RemovalPolicy::default(),
         }
     }
 }
@@ -241,7 +243,7 @@ impl Worker {
         let span = tracing::info_span!("sync_job", job_id = %job.job_id, integration_id = %job.integration_id,
             sync_id = %crate::events::sync_id_for_job(job.job_id), trigger = job.trigger.as_str(), attempt);
         async {
-            let deps = SyncDeps { pool: &self.pool, keyring: &self.keyring, client: &self.client };
+            let deps = SyncDeps { pool: &self.pool, keyring: &self.keyring, client: &self.client, removals: self.cfg.removals };
             match sync::run_job(&deps, &job, |_, _| {}).await {
                 Ok(JobOutcome::Completed(summary)) => {
                     self.relay_wake.notify_one();

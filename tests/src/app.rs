@@ -282,6 +282,31 @@ impl EventQueue {
         out
     }
 
+    /// Events up to this job's `sync.completed`, duplicates (same event id, as at-least-once
+    /// delivery allows after a broken connection) dropped.
+    pub async fn until_job_completed(&mut self, job_id: Uuid, timeout: Duration) -> Vec<Received> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut out: Vec<Received> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let Some(r) = self.next(left).await else {
+                panic!(
+                    "timed out after {} events waiting for job {job_id} to complete",
+                    out.len()
+                );
+            };
+            if !seen.insert(r.message_id.clone()) {
+                continue;
+            }
+            let done = r.routing_key == "sync.completed" && r.body["job_id"] == job_id.to_string();
+            out.push(r);
+            if done {
+                return out;
+            }
+        }
+    }
+
     /// Asserts that nothing more arrives within `quiet`.
     pub async fn assert_quiet(&mut self, quiet: Duration) {
         if let Some(r) = self.next(quiet).await {

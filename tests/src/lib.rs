@@ -6,6 +6,7 @@ pub mod app;
 pub mod bridge;
 pub mod env;
 pub mod helpers;
+pub mod proxy;
 pub mod users;
 
 pub use bridge::{BridgeConfig, Fault, FaultRule, MockBridge, Mode, RecordedRequest};

@@ -34,6 +34,49 @@ pub enum Command {
     Worker(WorkerArgs),
     /// Print a new random token-encryption key for OPSYNC_TOKEN_KEY.
     Keygen,
+    /// Dead-lettered jobs: list them, replay them.
+    #[command(subcommand)]
+    Dlq(DlqCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DlqCommand {
+    /// Show every dead job with its reason, attempts and age (the queue is left as it was).
+    List(DlqListArgs),
+    /// Send dead jobs back to opsync.jobs with trigger `replay` and attempts reset.
+    Replay(DlqReplayArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct DlqListArgs {
+    #[command(flatten)]
+    pub amqp: AmqpArgs,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+#[group(id = "which", required = true, multiple = true, args = ["job", "integration", "kind", "all"])]
+pub struct DlqReplayArgs {
+    /// A job id to replay (repeatable).
+    #[arg(long)]
+    pub job: Vec<uuid::Uuid>,
+    /// Every dead job of this integration.
+    #[arg(long)]
+    pub integration: Option<uuid::Uuid>,
+    /// Every dead job with this error kind (e.g. auth_rejected).
+    #[arg(long)]
+    pub kind: Option<String>,
+    /// Every dead job.
+    #[arg(long)]
+    pub all: bool,
+    /// Say what would be replayed; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    #[command(flatten)]
+    pub amqp: AmqpArgs,
+    #[arg(long)]
+    pub json: bool,
 }
 
 impl Command {
@@ -87,6 +130,30 @@ pub struct RetryArgs {
     pub retry_delays: Vec<Duration>,
 }
 
+/// When a sync may remove members.
+#[derive(Args, Debug, Clone)]
+pub struct RemovalArgs {
+    /// A run removing more than this many members and more than --removal-max-ratio of the
+    /// directory holds its removals for an operator (`integration release-removals`).
+    #[arg(long, env = "OPSYNC_REMOVAL_MAX_COUNT", default_value_t = 10)]
+    pub removal_max_count: usize,
+    #[arg(long, env = "OPSYNC_REMOVAL_MAX_RATIO", default_value_t = 0.10)]
+    pub removal_max_ratio: f64,
+    /// `GET /Users/{id}` confirmations per run (a removal needs the bridge's 404).
+    #[arg(long, env = "OPSYNC_REMOVAL_CHECKS", default_value_t = 100)]
+    pub removal_checks: usize,
+}
+
+impl RemovalArgs {
+    pub fn policy(&self) -> opsync_shared::directory::RemovalPolicy {
+        opsync_shared::directory::RemovalPolicy {
+            max_count: self.removal_max_count,
+            max_ratio: self.removal_max_ratio,
+            max_checks: self.removal_checks,
+        }
+    }
+}
+
 #[derive(Args, Debug)]
 pub struct SetupArgs {
     #[command(flatten)]
@@ -113,6 +180,8 @@ pub enum IntegrationCommand {
     Enable(IdArgs),
     /// Delete an integration with its directory and history.
     Remove(IdArgs),
+    /// Accept a held mass removal: the next sync removes the members (each still confirmed by a 404).
+    ReleaseRemovals(IdArgs),
 }
 
 #[derive(Args, Debug)]
@@ -215,6 +284,8 @@ pub struct SyncArgs {
     pub key: KeyArgs,
     #[command(flatten)]
     pub bridge: BridgeArgs,
+    #[command(flatten)]
+    pub removals: RemovalArgs,
     /// Also publish the outbox to RabbitMQ afterwards (else a worker's relay does it).
     #[arg(long)]
     pub publish: bool,
@@ -236,6 +307,8 @@ pub struct WorkerArgs {
     pub bridge: BridgeArgs,
     #[command(flatten)]
     pub retry: RetryArgs,
+    #[command(flatten)]
+    pub removals: RemovalArgs,
     /// Jobs run at once (also the consumer prefetch).
     #[arg(long, env = "OPSYNC_CONCURRENCY", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub concurrency: u16,

@@ -31,6 +31,7 @@ fn main() -> std::process::ExitCode {
             Command::Enqueue(a) => commands::enqueue::run(a).await,
             Command::Sync(a) => commands::sync::run(a).await,
             Command::Worker(a) => commands::worker::run(a).await,
+            Command::Dlq(c) => commands::dlq::run(c).await,
         }
     });
     std::process::ExitCode::from(code)

@@ -19,6 +19,7 @@ pub async fn run(cmd: IntegrationCommand) -> u8 {
         IntegrationCommand::Disable(a) => set_status(a, "disabled").await,
         IntegrationCommand::Enable(a) => set_status(a, "active").await,
         IntegrationCommand::Remove(a) => remove(a).await,
+        IntegrationCommand::ReleaseRemovals(a) => release_removals(a).await,
     }
 }
 
@@ -369,6 +370,24 @@ async fn remove(a: IdArgs) -> u8 {
     }
     .await;
     done(result, a.json, a.id, "removed")
+}
+
+async fn release_removals(a: IdArgs) -> u8 {
+    let pool = match super::db(&a.db, a.json, 1).await {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    let result = async {
+        let conn = pool.get().await?;
+        store::set_release_removals(&conn, a.id).await
+    }
+    .await;
+    done(
+        result,
+        a.json,
+        a.id,
+        "held removals released: the next sync applies them",
+    )
 }
 
 fn done(result: Result<(), store::StoreError>, json: bool, id: Uuid, what: &str) -> u8 {

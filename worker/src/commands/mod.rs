@@ -1,6 +1,7 @@
 //! One module per command family. Each returns the process exit code.
 
 pub mod admin;
+pub mod dlq;
 pub mod enqueue;
 pub mod integration;
 pub mod sync;

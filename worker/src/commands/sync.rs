@@ -43,6 +43,7 @@ pub async fn run(a: SyncArgs) -> u8 {
         pool: &pool,
         keyring: &keyring,
         client: &client,
+        removals: a.removals.policy(),
     };
     let result = sync::run_job(&deps, &job, |seen, total| {
         if let Some(b) = &bar {

@@ -42,6 +42,7 @@ pub async fn run(a: WorkerArgs) -> u8 {
         shutdown_deadline: a.shutdown_deadline,
         relay_interval: a.relay_interval,
         relay: !a.no_relay,
+        removals: a.removals.policy(),
     };
     let worker = Worker::new(cfg, pool, keyring, client);
     let (tx, rx) = tokio::sync::watch::channel(false);

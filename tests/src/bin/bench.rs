@@ -1,0 +1,335 @@
+//! `make bench`: opsync's performance figures for 100,000 emulated users, with the floors they
+//! are judged against. Prints figures; asserts nothing (targets are read, not enforced here).
+//!
+//! - download floor: the SCIM client alone reading every page from the emulator;
+//! - broker floor: RabbitMQ alone accepting 100,000 event-sized messages with publisher
+//!   confirms into a bound quorum queue, pipelined like the outbox relay;
+//! - initial sync: job enqueued -> every event confirmed by the broker;
+//! - unchanged sync, 1% changed sync: job enqueued -> committed and its events published;
+//! - rows written by the unchanged sync; the worker's peak memory (VmHWM).
+
+use futures::future::join_all;
+use lapin::BasicProperties;
+use lapin::options::{
+    BasicPublishOptions, QueueBindOptions, QueueDeclareOptions, QueuePurgeOptions,
+};
+use lapin::types::{AMQPValue, FieldTable};
+use opsync_shared::scim::{AddressPolicy, ClientConfig, PagingLimits, ScimClient};
+use opsync_shared::{BearerToken, broker, onepassword};
+use opsync_tests::app::{TestApp, spawn_app_with};
+use std::time::{Duration, Instant};
+
+const USERS: usize = 100_000;
+const PAGE: u64 = 500;
+
+fn secs(d: Duration) -> f64 {
+    d.as_secs_f64()
+}
+
+async fn download_floor(app: &TestApp) -> Duration {
+    let cfg = ClientConfig {
+        allow_http: true,
+        address_policy: AddressPolicy {
+            allow_private: true,
+        },
+        rate_limit_per_sec: 0.0,
+        paging: PagingLimits {
+            page_size: PAGE,
+            ..PagingLimits::default()
+        },
+        ..ClientConfig::default()
+    };
+    let mut best = Duration::MAX;
+    for _ in 0..2 {
+        let mut client = ScimClient::new(
+            &app.bridge.url(),
+            BearerToken::new(app.bridge.token()).unwrap(),
+            cfg.clone(),
+        )
+        .unwrap();
+        let t0 = Instant::now();
+        client.set_base(onepassword::discover(&client).await.unwrap().base);
+        let s = client.list_users(|_, _| {}).await.unwrap();
+        assert_eq!(s.users.len(), USERS);
+        best = best.min(t0.elapsed());
+    }
+    best
+}
+
+async fn broker_floor(app: &TestApp) -> Duration {
+    let conn = app.mq.connect().await;
+    let ch = broker::confirm_channel(&conn).await.unwrap();
+    ch.exchange_declare(
+        "bench.floor".into(),
+        lapin::ExchangeKind::Topic,
+        Default::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("quorum".into()),
+    );
+    ch.queue_declare(
+        "bench.floor".into(),
+        QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        args,
+    )
+    .await
+    .unwrap();
+    ch.queue_bind(
+        "bench.floor".into(),
+        "bench.floor".into(),
+        "#".into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    // A user.added event as the worker writes it, about 700 bytes.
+    let body = serde_json::to_vec(&serde_json::json!({
+        "changed_fields": [], "event_id": "8729bdc0-1550-5f25-a65b-4726dba57806", "integration_id": "5616f342-c389-441d-8ce5-508166de6519",
+        "occurred_at": "2026-12-03T16:29:39.063Z", "previous": null, "sync_id": "d0c7594c-73f5-5a9b-b012-5941434d4971", "type": "user.added",
+        "user": {"active": true, "display_name": "Frances Johnson", "email": "frances.johnson230@example.com", "family_name": "Johnson",
+                 "given_name": "Frances", "id": "2AFGKDD3JVIRYAM6T33B5HBQDC", "user_name": "frances.johnson230@example.com"}
+    }))
+    .unwrap();
+    let t0 = Instant::now();
+    for batch in 0..USERS / opsync_shared::outbox::BATCH as usize {
+        let mut confirms = Vec::new();
+        for i in 0..opsync_shared::outbox::BATCH as usize {
+            let props = BasicProperties::default()
+                .with_content_type("application/json".into())
+                .with_delivery_mode(2)
+                .with_message_id(format!("{batch}-{i}").into());
+            confirms.push(
+                ch.basic_publish(
+                    "bench.floor".into(),
+                    "user.added".into(),
+                    BasicPublishOptions {
+                        mandatory: true,
+                        ..Default::default()
+                    },
+                    &body,
+                    props,
+                )
+                .await
+                .unwrap(),
+            );
+        }
+        for c in join_all(confirms).await {
+            broker::check_confirmation(c.unwrap(), 1).unwrap();
+        }
+    }
+    let took = t0.elapsed();
+    ch.queue_delete("bench.floor".into(), Default::default())
+        .await
+        .unwrap();
+    let _ = conn.close(200, "".into()).await;
+    took
+}
+
+/// Enqueues a sync and waits until it committed and every event is confirmed published.
+async fn timed_sync(app: &TestApp, id: uuid::Uuid) -> Duration {
+    let client = app.db.client().await;
+    let t0 = Instant::now();
+    let job = app.enqueue(id).await;
+    loop {
+        let done: bool = client
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM sync_runs WHERE job_id = $1 AND outcome = 'succeeded') \
+                 AND NOT EXISTS (SELECT 1 FROM events WHERE published_at IS NULL)",
+                &[&job.job_id],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if done {
+            return t0.elapsed();
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(600),
+            "sync did not finish in 10 minutes"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn table_writes(app: &TestApp) -> Vec<(String, i64)> {
+    let client = app.db.client().await;
+    client
+        .query(
+            "SELECT relname::text, n_tup_ins + n_tup_upd + n_tup_del FROM pg_stat_user_tables \
+             WHERE relname IN ('directory_users', 'events', 'sync_runs', 'integrations') ORDER BY relname",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+}
+
+fn vm_hwm_mib(pid: i32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(f64::NAN)
+}
+
+#[tokio::main]
+async fn main() {
+    println!(
+        "opsync bench: {USERS} emulated users, page size {PAGE}, rate limit off, release build"
+    );
+    let t = Instant::now();
+    let app = spawn_app_with(|c| {
+        c.users = USERS;
+        c.seed = 7;
+    })
+    .await;
+    println!(
+        "setup (emulator with {USERS} users, database, vhost): {:.2} s",
+        secs(t.elapsed())
+    );
+    let id = app.add_integration("bench").await;
+
+    let download = download_floor(&app).await;
+    let broker_floor = broker_floor(&app).await;
+
+    // Events land in a bound quorum queue, as in the broker floor.
+    let conn = app.mq.connect().await;
+    let ch = conn.create_channel().await.unwrap();
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("quorum".into()),
+    );
+    ch.queue_declare(
+        "bench.events".into(),
+        QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        args,
+    )
+    .await
+    .unwrap();
+    ch.queue_bind(
+        "bench.events".into(),
+        broker::EVENTS_EXCHANGE.into(),
+        "#".into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+
+    let page = PAGE.to_string();
+    let worker = app.spawn_worker(&["--page-size", &page, "--concurrency", "1"]);
+    let pid = worker.pid();
+
+    let initial = timed_sync(&app, id).await;
+    ch.queue_purge("bench.events".into(), QueuePurgeOptions::default())
+        .await
+        .unwrap();
+
+    let before_xmin: i64 = app
+        .count("SELECT count(*) FROM directory_users WHERE xmin::text::bigint > 0")
+        .await;
+    let versions = "SELECT md5(string_agg(xmin::text, ',' ORDER BY scim_id)) FROM directory_users";
+    let v0: String = app
+        .db
+        .client()
+        .await
+        .query_one(versions, &[])
+        .await
+        .unwrap()
+        .get(0);
+    tokio::time::sleep(Duration::from_millis(1500)).await; // let table statistics settle
+    let w0 = table_writes(&app).await;
+    let unchanged = timed_sync(&app, id).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let w1 = table_writes(&app).await;
+    let v1: String = app
+        .db
+        .client()
+        .await
+        .query_one(versions, &[])
+        .await
+        .unwrap()
+        .get(0);
+    let member_rows_rewritten = if v0 == v1 { 0 } else { -1 };
+    let _ = before_xmin;
+
+    // 1% changed: 400 suspended, 400 renamed, 100 deleted, 100 added.
+    let users = app.bridge.users();
+    for u in users.iter().filter(|u| u.active).take(400) {
+        app.bridge.suspend(&u.id);
+    }
+    for u in users.iter().skip(1000).take(400) {
+        app.bridge.rename(&u.id, &u.given, "Renamed");
+    }
+    for u in users.iter().skip(2000).take(100) {
+        app.bridge.delete(&u.id);
+    }
+    for i in 0..100 {
+        app.bridge.add_user("New", &format!("Member{i}"));
+    }
+    let changed = timed_sync(&app, id).await;
+    let peak = vm_hwm_mib(pid);
+    let published: i64 = app.count("SELECT count(*) FROM events").await;
+
+    println!();
+    println!("{:<58} {:>9}", "figure", "value");
+    println!(
+        "{:<58} {:>7.2} s",
+        "download floor (client alone, all pages)",
+        secs(download)
+    );
+    println!(
+        "{:<58} {:>7.2} s",
+        "broker floor (100,000 confirmed into a quorum queue)",
+        secs(broker_floor)
+    );
+    println!(
+        "{:<58} {:>7.2} s   {:.2}x broker floor (target <= 1.5x)",
+        "initial sync, enqueue -> every event confirmed",
+        secs(initial),
+        secs(initial) / secs(broker_floor)
+    );
+    println!(
+        "{:<58} {:>7.2} s   {:.2}x download floor (target <= 1.2x)",
+        "unchanged sync, enqueue -> committed and published",
+        secs(unchanged),
+        secs(unchanged) / secs(download)
+    );
+    println!(
+        "{:<58} {:>7.2} s",
+        "1% changed sync (1,000 changes), enqueue -> published",
+        secs(changed)
+    );
+    println!("rows written by the unchanged sync:");
+    for ((table, a), (_, b)) in w0.iter().zip(&w1) {
+        println!("  {table:<22} {:>6}", b - a);
+    }
+    println!(
+        "  {:<22} {:>6}  (member rows whose version changed)",
+        "directory_users", member_rows_rewritten
+    );
+    println!(
+        "{:<58} {:>7.1} MiB (target < 150)",
+        "worker peak memory (VmHWM)", peak
+    );
+    println!("{:<58} {:>9}", "events written in all", published);
+    drop(worker);
+}
