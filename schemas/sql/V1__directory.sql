@@ -71,7 +71,7 @@ CREATE TABLE sync_runs (
 CREATE UNIQUE INDEX sync_runs_job_succeeded ON sync_runs (job_id) WHERE outcome = 'succeeded';
 CREATE INDEX sync_runs_integration ON sync_runs (integration_id, started_at DESC);
 
--- Every event ever produced, in order; rows with published_at NULL are the outbox.
+-- Every event ever produced, in order. Insert-only: publishing never rewrites an event row.
 CREATE TABLE events (
     seq             bigserial PRIMARY KEY,
     event_id        uuid NOT NULL UNIQUE,
@@ -80,8 +80,16 @@ CREATE TABLE events (
     type            text NOT NULL,
     scim_id         text,
     occurred_at     timestamptz NOT NULL,
-    payload         jsonb NOT NULL,
-    published_at    timestamptz
+    -- The message exactly as published (JSON text).
+    payload         json NOT NULL
 );
-CREATE INDEX events_outbox ON events (integration_id, seq) WHERE published_at IS NULL;
 CREATE INDEX events_member ON events (integration_id, scim_id, seq);
+CREATE INDEX events_sync ON events (sync_id);
+
+-- The outbox: events committed but not yet confirmed by the broker. A small table of its own,
+-- so that marking an event published is a delete of a tiny row, not a rewrite of the event.
+CREATE TABLE outbox (
+    seq             bigint PRIMARY KEY REFERENCES events (seq) ON DELETE CASCADE,
+    integration_id  uuid NOT NULL
+);
+CREATE INDEX outbox_integration ON outbox (integration_id, seq);

@@ -51,13 +51,15 @@ impl ChangeKind {
     ];
 }
 
+/// One change, borrowing the members from the snapshot and the stored directory: a sync of
+/// 100,000 members must not hold a second copy of each.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Change {
+pub struct Change<'a> {
     pub kind: ChangeKind,
     /// The member's state after the change (for `removed`: as last stored).
-    pub user: ScimUser,
+    pub user: &'a ScimUser,
     /// The stored state before the change; `None` for a member never seen before.
-    pub previous: Option<ScimUser>,
+    pub previous: Option<&'a ScimUser>,
     pub changed_fields: Vec<&'static str>,
 }
 
@@ -87,7 +89,11 @@ pub fn changed_fields(a: &ScimUser, b: &ScimUser) -> Vec<&'static str> {
 
 /// Computes the changes from `stored` to `current`. The result is sorted by SCIM id, so it
 /// does not depend on the order of either input.
-pub fn diff(stored: &[StoredUser], current: &[ScimUser], infer_removals: bool) -> Vec<Change> {
+pub fn diff<'a>(
+    stored: &'a [StoredUser],
+    current: &'a [ScimUser],
+    infer_removals: bool,
+) -> Vec<Change<'a>> {
     let by_id: HashMap<&str, &StoredUser> =
         stored.iter().map(|s| (s.user.id.as_str(), s)).collect();
     let mut seen: HashMap<&str, ()> = HashMap::with_capacity(current.len());
@@ -100,14 +106,14 @@ pub fn diff(stored: &[StoredUser], current: &[ScimUser], infer_removals: bool) -
         match by_id.get(user.id.as_str()) {
             None => changes.push(Change {
                 kind: ChangeKind::Added,
-                user: user.clone(),
+                user,
                 previous: None,
                 changed_fields: Vec::new(),
             }),
             Some(old) if old.removed => changes.push(Change {
                 kind: ChangeKind::Added,
-                user: user.clone(),
-                previous: Some(old.user.clone()),
+                user,
+                previous: Some(&old.user),
                 changed_fields: changed_fields(&old.user, user),
             }),
             Some(old) => {
@@ -122,8 +128,8 @@ pub fn diff(stored: &[StoredUser], current: &[ScimUser], infer_removals: bool) -
                 };
                 changes.push(Change {
                     kind,
-                    user: user.clone(),
-                    previous: Some(old.user.clone()),
+                    user,
+                    previous: Some(&old.user),
                     changed_fields: fields,
                 });
             }
@@ -134,8 +140,8 @@ pub fn diff(stored: &[StoredUser], current: &[ScimUser], infer_removals: bool) -
             if !old.removed && !seen.contains_key(old.user.id.as_str()) {
                 changes.push(Change {
                     kind: ChangeKind::Removed,
-                    user: old.user.clone(),
-                    previous: Some(old.user.clone()),
+                    user: &old.user,
+                    previous: Some(&old.user),
                     changed_fields: Vec::new(),
                 });
             }
@@ -173,6 +179,33 @@ pub fn apply(stored: &[StoredUser], changes: &[Change]) -> Vec<StoredUser> {
     let mut out: Vec<StoredUser> = map.into_values().collect();
     out.sort_unstable_by(|a, b| a.user.id.cmp(&b.user.id));
     out
+}
+
+/// A digest of a snapshot's members (sorted by id, as a `Snapshot` is): equal digests mean
+/// equal directories, so a sync can tell "nothing changed" without loading the stored one.
+pub fn digest(users: &[ScimUser]) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    let mut field = |v: Option<&str>| match v {
+        // Length-prefixed, with None distinct from Some(""), so no two directories collide by
+        // shifting text between fields.
+        Some(s) => {
+            h.update([1u8]);
+            h.update((s.len() as u64).to_le_bytes());
+            h.update(s.as_bytes());
+        }
+        None => h.update([0u8]),
+    };
+    for u in users {
+        field(Some(&u.id));
+        field(u.user_name.as_deref());
+        field(u.email.as_deref());
+        field(u.display_name.as_deref());
+        field(u.given_name.as_deref());
+        field(u.family_name.as_deref());
+        field(Some(if u.active { "1" } else { "0" }));
+    }
+    h.finalize().into()
 }
 
 /// When a sync may remove members.
@@ -301,11 +334,25 @@ mod tests {
     #[test]
     fn removals_only_when_allowed() {
         let old = stored(&[user("a", "ann", true), user("b", "bob", true)]);
-        let changes = diff(&old, &[user("a", "ann", true)], false);
+        let ann = [user("a", "ann", true)];
+        let changes = diff(&old, &ann, false);
         assert!(changes.is_empty());
-        let changes = diff(&old, &[user("a", "ann", true)], true);
+        let changes = diff(&old, &ann, true);
         assert_eq!(changes.len(), 1);
         assert_eq!(changes[0].kind, ChangeKind::Removed);
+    }
+
+    #[test]
+    fn digest_tells_directories_apart() {
+        let a = vec![user("a", "ann", true), user("b", "bob", true)];
+        let mut b = a.clone();
+        assert_eq!(digest(&a), digest(&b));
+        b[1].active = false;
+        assert_ne!(digest(&a), digest(&b));
+        let mut c = a.clone();
+        c[0].family_name = Some(String::new());
+        assert_ne!(digest(&a), digest(&c), "None and empty differ");
+        assert_ne!(digest(&a), digest(&a[..1]));
     }
 
     #[test]
@@ -325,7 +372,8 @@ mod tests {
     fn removed_member_coming_back_is_added_again_and_removed_only_once() {
         let mut old = stored(&[user("a", "ann", true)]);
         old[0].removed = true;
-        let changes = diff(&old, &[user("a", "ann", true)], true);
+        let ann = [user("a", "ann", true)];
+        let changes = diff(&old, &ann, true);
         assert_eq!(changes.len(), 1);
         assert_eq!(changes[0].kind, ChangeKind::Added);
         assert!(changes[0].previous.is_some());

@@ -84,8 +84,8 @@ pub fn user_event<'a>(
         integration_id,
         sync_id,
         occurred_at: rfc3339(occurred_at),
-        user: EventUser::from(&change.user),
-        previous: change.previous.as_ref().map(EventUser::from),
+        user: EventUser::from(change.user),
+        previous: change.previous.map(EventUser::from),
         changed_fields: &change.changed_fields,
     }
 }

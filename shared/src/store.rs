@@ -182,11 +182,14 @@ pub struct Integration {
     pub last_success_at: Option<DateTime<Utc>>,
     /// An operator accepted the held mass removal: the next sync applies it.
     pub release_removals: bool,
+    /// Digest of the last snapshot the stored directory equals, if it does.
+    #[serde(skip)]
+    pub snapshot_digest: Option<Vec<u8>>,
 }
 
 const INTEGRATION_COLUMNS: &str = "id, name, bridge_url, scim_base, token_key_id, token_nonce, token_ciphertext, \
      purchased_seats, status, status_reason, created_at, last_sync_at, last_sync_outcome, \
-     last_sync_error_kind, last_success_at, release_removals";
+     last_sync_error_kind, last_success_at, release_removals, snapshot_digest";
 
 fn integration_from_row(r: &tokio_postgres::Row) -> Integration {
     Integration {
@@ -208,6 +211,7 @@ fn integration_from_row(r: &tokio_postgres::Row) -> Integration {
         last_sync_error_kind: r.get(13),
         last_success_at: r.get(14),
         release_removals: r.get(15),
+        snapshot_digest: r.get(16),
     }
 }
 
@@ -339,6 +343,19 @@ pub async fn set_release_removals(c: &impl GenericClient, id: Uuid) -> Result<()
     found(n, id)
 }
 
+pub async fn set_snapshot_digest(
+    c: &impl GenericClient,
+    id: Uuid,
+    digest: Option<&[u8]>,
+) -> Result<(), StoreError> {
+    c.execute(
+        "UPDATE integrations SET snapshot_digest = $2 WHERE id = $1",
+        &[&id, &digest],
+    )
+    .await?;
+    Ok(())
+}
+
 pub async fn clear_release_removals(c: &impl GenericClient, id: Uuid) -> Result<(), StoreError> {
     c.execute(
         "UPDATE integrations SET release_removals = false WHERE id = $1",
@@ -416,7 +433,7 @@ pub async fn load_directory(
 }
 
 /// Rows per statement: keeps each statement's parameters to a few megabytes.
-const BATCH: usize = 5_000;
+pub const BATCH: usize = 5_000;
 
 /// Writes the changed members: upserts for added/updated/(de|re)activated, `removed_at` for
 /// removed. Unchanged members are not touched.
@@ -424,7 +441,7 @@ pub async fn write_changes(
     c: &impl GenericClient,
     integration_id: Uuid,
     at: DateTime<Utc>,
-    changes: &[Change],
+    changes: &[Change<'_>],
 ) -> Result<(), StoreError> {
     let (removed, upserts): (Vec<&Change>, Vec<&Change>) =
         changes.iter().partition(|c| c.kind == ChangeKind::Removed);
@@ -475,7 +492,8 @@ pub struct NewEvent {
     pub event_id: Uuid,
     pub event_type: &'static str,
     pub scim_id: Option<String>,
-    pub payload: serde_json::Value,
+    /// The message body, JSON text: exactly the bytes the relay will publish.
+    pub payload: String,
 }
 
 pub async fn insert_events(
@@ -489,14 +507,16 @@ pub async fn insert_events(
         let ids: Vec<Uuid> = chunk.iter().map(|e| e.event_id).collect();
         let types: Vec<&str> = chunk.iter().map(|e| e.event_type).collect();
         let subjects: Vec<Option<&str>> = chunk.iter().map(|e| e.scim_id.as_deref()).collect();
-        let payloads: Vec<&serde_json::Value> = chunk.iter().map(|e| &e.payload).collect();
+        let payloads: Vec<&str> = chunk.iter().map(|e| e.payload.as_str()).collect();
         // WITH ORDINALITY keeps the order of the batch in `seq`, which is the publish order.
         // ON CONFLICT: an event id never changes once written; a re-run writes nothing twice.
+        // The outbox row goes in with the event, in the same statement and transaction.
         c.execute(
-            "INSERT INTO events (event_id, integration_id, sync_id, type, scim_id, occurred_at, payload) \
-             SELECT t.id, $1, $2, t.ty, t.subject, $3, t.payload \
-             FROM unnest($4::uuid[], $5::text[], $6::text[], $7::jsonb[]) WITH ORDINALITY AS t(id, ty, subject, payload, n) ORDER BY t.n \
-             ON CONFLICT (event_id) DO NOTHING",
+            "WITH ins AS (INSERT INTO events (event_id, integration_id, sync_id, type, scim_id, occurred_at, payload) \
+             SELECT t.id, $1, $2, t.ty, t.subject, $3, t.payload::json \
+             FROM unnest($4::uuid[], $5::text[], $6::text[], $7::text[]) WITH ORDINALITY AS t(id, ty, subject, payload, n) ORDER BY t.n \
+             ON CONFLICT (event_id) DO NOTHING RETURNING seq) \
+             INSERT INTO outbox (seq, integration_id) SELECT seq, $1 FROM ins",
             &[&integration_id, &sync_id, &at, &ids, &types, &subjects, &payloads],
         )
         .await?;
@@ -565,7 +585,8 @@ pub struct PendingEvent {
     pub seq: i64,
     pub event_id: Uuid,
     pub event_type: String,
-    pub payload: serde_json::Value,
+    /// JSON text, published as is.
+    pub payload: String,
 }
 
 /// Integrations with unpublished events, oldest first.
@@ -574,7 +595,7 @@ pub async fn integrations_with_pending_events(
 ) -> Result<Vec<Uuid>, StoreError> {
     let rows = c
         .query(
-            "SELECT integration_id FROM events WHERE published_at IS NULL GROUP BY integration_id ORDER BY min(seq) LIMIT 100",
+            "SELECT integration_id FROM outbox GROUP BY integration_id ORDER BY min(seq) LIMIT 100",
             &[],
         )
         .await?;
@@ -602,8 +623,8 @@ pub async fn pending_events(
 ) -> Result<Vec<PendingEvent>, StoreError> {
     let rows = c
         .query(
-            "SELECT seq, event_id, type, payload FROM events WHERE integration_id = $1 AND published_at IS NULL \
-             ORDER BY seq LIMIT $2 FOR UPDATE SKIP LOCKED",
+            "SELECT o.seq, e.event_id, e.type, e.payload::text FROM outbox o JOIN events e ON e.seq = o.seq \
+             WHERE o.integration_id = $1 ORDER BY o.seq LIMIT $2 FOR UPDATE OF o SKIP LOCKED",
             &[&integration_id, &limit],
         )
         .await?;
@@ -619,11 +640,8 @@ pub async fn pending_events(
 }
 
 pub async fn mark_published(c: &impl GenericClient, seqs: &[i64]) -> Result<(), StoreError> {
-    c.execute(
-        "UPDATE events SET published_at = now() WHERE seq = ANY($1)",
-        &[&seqs],
-    )
-    .await?;
+    c.execute("DELETE FROM outbox WHERE seq = ANY($1)", &[&seqs])
+        .await?;
     Ok(())
 }
 
@@ -631,7 +649,7 @@ pub async fn mark_published(c: &impl GenericClient, seqs: &[i64]) -> Result<(), 
 pub async fn outbox_backlog(c: &impl GenericClient) -> Result<(i64, Option<f64>), StoreError> {
     let row = c
         .query_one(
-            "SELECT count(*), extract(epoch FROM now() - min(occurred_at))::float8 FROM events WHERE published_at IS NULL",
+            "SELECT count(*), extract(epoch FROM now() - min(e.occurred_at))::float8 FROM outbox o JOIN events e ON e.seq = o.seq",
             &[],
         )
         .await?;

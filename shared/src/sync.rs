@@ -160,19 +160,30 @@ async fn sync_in_transaction(
     }
     let token = deps.keyring.open(&integration.token, integration.id)?;
     let mut client = ScimClient::new(&integration.bridge_url, token, deps.client.clone())?;
-    // The stored directory loads while the bridge is read: an unchanged sync then costs
-    // little more than the download itself.
-    let (result, stored) = tokio::join!(
-        read_bridge(&mut client, &integration, &tx, progress),
-        store::load_directory(&tx, integration.id)
-    );
+    let t_read = std::time::Instant::now();
+    let result = read_bridge(&mut client, &integration, &tx, progress).await;
     // Keep the request counts for the run row even when the read failed.
     copy_stats(&client.stats(), stats_out);
     let snapshot = result?;
-    let stored = stored?;
+    let read_ms = t_read.elapsed().as_millis() as u64;
     let consistent = snapshot.is_complete_and_consistent();
-    let mut changes = directory::diff(&stored, &snapshot.users, consistent);
-    let (removals_held, hold_reason) = if consistent {
+    let digest = directory::digest(&snapshot.users);
+    // The stored directory equals the last snapshot whose digest was kept: the same digest now
+    // means nothing changed, and the directory need not even be loaded.
+    let unchanged = consistent && integration.snapshot_digest.as_deref() == Some(&digest[..]);
+    let stored = if unchanged {
+        Vec::new()
+    } else {
+        store::load_directory(&tx, integration.id).await?
+    };
+    let mut changes = if unchanged {
+        Vec::new()
+    } else {
+        directory::diff(&stored, &snapshot.users, consistent)
+    };
+    let (removals_held, hold_reason) = if unchanged {
+        (0, None)
+    } else if consistent {
         let present = stored.iter().filter(|s| !s.removed).count();
         confirm_removals(
             &client,
@@ -192,24 +203,14 @@ async fn sync_in_transaction(
             .count() as u64;
         (absent, (absent > 0).then_some("doubtful_snapshot"))
     };
+    // After this sync the directory equals the snapshot unless something was held.
+    let new_digest = (consistent && removals_held == 0).then_some(digest);
     let counts = ChangeCounts::of(&changes);
     let now = Utc::now();
     let users = snapshot.users.len() as u64;
     let active = snapshot.active_count();
     let sync_counts = events::SyncCounts::new(users, active, counts, removals_held);
 
-    let mut new_events: Vec<NewEvent> = changes
-        .iter()
-        .map(|c| {
-            let ev = events::user_event(integration.id, sync_id, now, c);
-            NewEvent {
-                event_id: ev.event_id,
-                event_type: ev.event_type,
-                scim_id: Some(c.user.id.clone()),
-                payload: serde_json::to_value(&ev).expect("events serialise"),
-            }
-        })
-        .collect();
     let completed = events::sync_completed(
         integration.id,
         sync_id,
@@ -220,15 +221,40 @@ async fn sync_in_transaction(
         consistent,
         sync_counts.clone(),
     );
-    new_events.push(NewEvent {
+    let t_write = std::time::Instant::now();
+    store::write_changes(&tx, integration.id, now, &changes).await?;
+    // Events are serialised and written a batch at a time: the JSON of 100,000 events never
+    // sits in memory at once.
+    for chunk in changes.chunks(store::BATCH) {
+        let batch: Vec<NewEvent> = chunk
+            .iter()
+            .map(|c| {
+                let ev = events::user_event(integration.id, sync_id, now, c);
+                NewEvent {
+                    event_id: ev.event_id,
+                    event_type: ev.event_type,
+                    scim_id: Some(c.user.id.clone()),
+                    payload: serde_json::to_string(&ev).expect("events serialise"),
+                }
+            })
+            .collect();
+        store::insert_events(&tx, integration.id, sync_id, now, &batch).await?;
+    }
+    let completed_event = NewEvent {
         event_id: completed.event_id,
         event_type: events::SYNC_COMPLETED,
         scim_id: None,
-        payload: serde_json::to_value(&completed).expect("events serialise"),
-    });
-
-    store::write_changes(&tx, integration.id, now, &changes).await?;
-    store::insert_events(&tx, integration.id, sync_id, now, &new_events).await?;
+        payload: serde_json::to_string(&completed).expect("events serialise"),
+    };
+    store::insert_events(
+        &tx,
+        integration.id,
+        sync_id,
+        now,
+        std::slice::from_ref(&completed_event),
+    )
+    .await?;
+    let event_count = changes.len() as u64 + 1;
     let stats = client.stats();
     store::record_run(
         &tx,
@@ -255,7 +281,12 @@ async fn sync_in_transaction(
     if integration.release_removals && consistent {
         store::clear_release_removals(&tx, integration.id).await?;
     }
+    if integration.snapshot_digest.as_deref() != new_digest.as_ref().map(|d| &d[..]) {
+        store::set_snapshot_digest(&tx, integration.id, new_digest.as_ref().map(|d| &d[..]))
+            .await?;
+    }
     tx.commit().await.map_err(StoreError::from)?;
+    let write_ms = t_write.elapsed().as_millis() as u64;
     if let Some(reason) = hold_reason {
         tracing::warn!(integration_id = %integration.id, removals_held, reason, "removals held: absent members were not removed");
     }
@@ -263,14 +294,14 @@ async fn sync_in_transaction(
         .iter()
         .filter(|c| c.kind == ChangeKind::Removed)
         .count();
-    tracing::info!(integration_id = %integration.id, users, changes = changes.len(), removed, "sync committed");
+    tracing::info!(integration_id = %integration.id, users, changes = changes.len(), removed, read_ms, write_ms, "sync committed");
     Ok(JobOutcome::Completed(SyncSummary {
         integration_id: integration.id,
         job_id: job.job_id,
         sync_id,
         counts: sync_counts,
         snapshot_consistent: consistent,
-        events: new_events.len() as u64,
+        events: event_count,
         bridge_requests: ClientStats::get(&stats.requests),
         elapsed_ms: t0.elapsed().as_millis() as u64,
     }))
@@ -281,7 +312,7 @@ async fn sync_in_transaction(
 /// budget. Returns how many removals were held and why.
 async fn confirm_removals(
     client: &ScimClient,
-    changes: &mut Vec<directory::Change>,
+    changes: &mut Vec<directory::Change<'_>>,
     present: usize,
     policy: RemovalPolicy,
     released: bool,

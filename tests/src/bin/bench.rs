@@ -143,7 +143,7 @@ async fn timed_sync(app: &TestApp, id: uuid::Uuid) -> Duration {
         let done: bool = client
             .query_one(
                 "SELECT EXISTS (SELECT 1 FROM sync_runs WHERE job_id = $1 AND outcome = 'succeeded') \
-                 AND NOT EXISTS (SELECT 1 FROM events WHERE published_at IS NULL)",
+                 AND NOT EXISTS (SELECT 1 FROM outbox)",
                 &[&job.job_id],
             )
             .await
@@ -331,5 +331,20 @@ async fn main() {
         "worker peak memory (VmHWM)", peak
     );
     println!("{:<58} {:>9}", "events written in all", published);
+    println!(
+        "worker's own phase timings (read = download + directory load, write = diff to commit):"
+    );
+    for line in worker
+        .logs()
+        .lines()
+        .filter(|l| l.contains("sync committed"))
+    {
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(line) {
+            println!(
+                "  changes {:>6}  read {:>5} ms  write {:>5} ms",
+                v["changes"], v["read_ms"], v["write_ms"]
+            );
+        }
+    }
     drop(worker);
 }
