@@ -366,8 +366,12 @@ pub async fn clear_release_removals(c: &impl GenericClient, id: Uuid) -> Result<
 }
 
 pub async fn delete_integration(c: &impl GenericClient, id: Uuid) -> Result<(), StoreError> {
+    // One statement, so the outbox (no foreign key) goes with the integration atomically.
     let n = c
-        .execute("DELETE FROM integrations WHERE id = $1", &[&id])
+        .execute(
+            "WITH o AS (DELETE FROM outbox WHERE integration_id = $1) DELETE FROM integrations WHERE id = $1",
+            &[&id],
+        )
         .await?;
     found(n, id)
 }
@@ -447,7 +451,7 @@ pub async fn write_changes(
         changes.iter().partition(|c| c.kind == ChangeKind::Removed);
     for chunk in upserts.chunks(BATCH) {
         let col =
-            |f: fn(&ScimUser) -> Option<&str>| chunk.iter().map(|c| f(&c.user)).collect::<Vec<_>>();
+            |f: fn(&ScimUser) -> Option<&str>| chunk.iter().map(|c| f(c.user)).collect::<Vec<_>>();
         let ids: Vec<&str> = chunk.iter().map(|c| c.user.id.as_str()).collect();
         let user_names = col(|u| u.user_name.as_deref());
         let emails = col(|u| u.email.as_deref());
@@ -623,8 +627,10 @@ pub async fn pending_events(
 ) -> Result<Vec<PendingEvent>, StoreError> {
     let rows = c
         .query(
-            "SELECT o.seq, e.event_id, e.type, e.payload::text FROM outbox o JOIN events e ON e.seq = o.seq \
-             WHERE o.integration_id = $1 ORDER BY o.seq LIMIT $2 FOR UPDATE OF o SKIP LOCKED",
+            // The outbox rows are picked (and locked) first, then their events fetched by key:
+            // a join sorted after the fact reads the whole backlog for every batch.
+            "SELECT e.seq, e.event_id, e.type, e.payload::text FROM events e WHERE e.seq IN \
+             (SELECT seq FROM outbox WHERE integration_id = $1 ORDER BY seq LIMIT $2 FOR UPDATE SKIP LOCKED) ORDER BY e.seq",
             &[&integration_id, &limit],
         )
         .await?;

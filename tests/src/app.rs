@@ -63,8 +63,13 @@ impl TestApp {
     /// Saves an integration for the emulator with its current token, as `integration add`
     /// would (without the SCIM base, so the first sync discovers it).
     pub async fn add_integration(&self, name: &str) -> Uuid {
+        self.add_integration_for(&self.bridge, name).await
+    }
+
+    /// The same, for another emulator (tests with many bridges).
+    pub async fn add_integration_for(&self, bridge: &MockBridge, name: &str) -> Uuid {
         let id = Uuid::new_v4();
-        let token = BearerToken::new(self.bridge.token()).unwrap();
+        let token = BearerToken::new(bridge.token()).unwrap();
         let sealed = self.keyring.seal(&token, id);
         let pool = self.db.pool();
         let conn = pool.get().await.unwrap();
@@ -73,7 +78,7 @@ impl TestApp {
             &NewIntegration {
                 id,
                 name,
-                bridge_url: &self.bridge.url(),
+                bridge_url: &bridge.url(),
                 scim_base: None,
                 token: &sealed,
                 purchased_seats: None,

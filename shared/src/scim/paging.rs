@@ -11,6 +11,7 @@
 
 use super::model::{ListPage, ScimUser};
 use std::collections::HashMap;
+use std::hash::BuildHasher;
 
 /// Limits that keep a misbehaving server from holding us forever.
 #[derive(Debug, Clone, Copy)]
@@ -96,7 +97,11 @@ pub struct Pager {
     /// `totalResults` as first and last seen.
     first_total: Option<u64>,
     last_total: Option<u64>,
-    users: HashMap<String, ScimUser>,
+    /// Users in arrival order; `index` maps an id's hash to positions in it. The ids are not
+    /// stored twice: a 100,000-member snapshot costs one copy of each member.
+    users: Vec<ScimUser>,
+    index: HashMap<u64, Vec<u32>>,
+    hasher: std::collections::hash_map::RandomState,
     duplicates: u64,
     unusable: u64,
     ended_early: bool,
@@ -114,7 +119,9 @@ impl Pager {
             pages: 0,
             first_total: None,
             last_total: None,
-            users: HashMap::new(),
+            users: Vec::new(),
+            index: HashMap::new(),
+            hasher: std::collections::hash_map::RandomState::new(),
             duplicates: 0,
             unusable: 0,
             ended_early: false,
@@ -150,11 +157,22 @@ impl Pager {
         let received = page.users.len() as u64 + page.unusable_resources;
         let mut new_ids = 0u64;
         for user in page.users {
-            // A later copy wins: it is the fresher read of that user.
-            if self.users.insert(user.id.clone(), user).is_some() {
-                self.duplicates += 1;
-            } else {
-                new_ids += 1;
+            let h = self.hasher.hash_one(user.id.as_str());
+            let slots = self.index.entry(h).or_default();
+            match slots
+                .iter()
+                .find(|&&i| self.users[i as usize].id == user.id)
+            {
+                // A later copy wins: it is the fresher read of that user.
+                Some(&i) => {
+                    self.users[i as usize] = user;
+                    self.duplicates += 1;
+                }
+                None => {
+                    slots.push(self.users.len() as u32);
+                    self.users.push(user);
+                    new_ids += 1;
+                }
             }
         }
         if received == 0 {
@@ -210,8 +228,10 @@ impl Pager {
             Some(_) => {}
             None => doubts.push(Doubt::NoTotal),
         }
-        let mut users: Vec<ScimUser> = self.users.into_values().collect();
+        drop(self.index);
+        let mut users = self.users;
         users.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+        users.shrink_to_fit();
         Snapshot {
             users,
             total_results: self.last_total,
