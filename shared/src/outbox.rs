@@ -16,7 +16,7 @@ use lapin::options::BasicPublishOptions;
 use lapin::{BasicProperties, Channel};
 
 /// Events published per transaction: bounds the work lost to a crash and the locks held.
-pub const BATCH: i64 = 5_000;
+pub const BATCH: i64 = 2_500;
 
 fn properties(e: &PendingEvent) -> BasicProperties {
     BasicProperties::default()

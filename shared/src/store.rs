@@ -45,7 +45,8 @@ pub enum StoreError {
 impl StoreError {
     pub fn kind(&self) -> &'static str {
         match self {
-            StoreError::Database { .. } | StoreError::Connect { .. } => "database_error",
+            StoreError::Database { .. } => "database_error",
+            StoreError::Connect { .. } => "database_unavailable",
             StoreError::SchemaOutdated { .. } => "schema_outdated",
             StoreError::IntegrationNotFound { .. } => "integration_not_found",
             StoreError::Migration { .. } => "migration_failed",
@@ -62,6 +63,15 @@ impl StoreError {
 
 impl From<tokio_postgres::Error> for StoreError {
     fn from(e: tokio_postgres::Error) -> Self {
+        // No server error at all: the connection broke or could not be made.
+        if e.as_db_error().is_none()
+            && (e.is_closed()
+                || std::error::Error::source(&e).is_some_and(|s| s.is::<std::io::Error>()))
+        {
+            return StoreError::Connect {
+                detail: one_line(&e.to_string(), 300),
+            };
+        }
         // The Display of a db error is terse; its `DbError` carries the message worth logging.
         let detail = match e.as_db_error() {
             Some(db) => format!("{}: {}", db.code().code(), db.message()),

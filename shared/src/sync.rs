@@ -484,8 +484,19 @@ pub enum FailureAction {
     DeadLetter,
 }
 
-/// Pure: `attempt` is the 1-based attempt that just failed.
-pub fn on_failure(attempt: u32, class: ErrorClass, delays: &[Duration]) -> FailureAction {
+/// Pure: `attempt` is the 1-based attempt that just failed. An unavailable database is
+/// waited out rather than counted: the job comes back after the first delay as the same
+/// attempt, for as long as the outage lasts, and is never dead-lettered for it.
+pub fn on_failure(
+    attempt: u32,
+    class: ErrorClass,
+    kind: &str,
+    delays: &[Duration],
+) -> FailureAction {
+    if kind == "database_unavailable" {
+        let delay = delays.first().copied().unwrap_or(Duration::from_secs(30));
+        return FailureAction::Retry { delay, attempt };
+    }
     match class {
         ErrorClass::Permanent => FailureAction::DeadLetter,
         ErrorClass::Transient => match delays.get(attempt.saturating_sub(1) as usize) {
@@ -505,31 +516,34 @@ mod tests {
     #[test]
     fn failure_policy() {
         let d = [Duration::from_secs(30), Duration::from_secs(120)];
+        let t = ErrorClass::Transient;
         assert_eq!(
-            on_failure(1, ErrorClass::Transient, &d),
+            on_failure(1, t, "timeout", &d),
             FailureAction::Retry {
                 delay: d[0],
                 attempt: 2
             }
         );
         assert_eq!(
-            on_failure(2, ErrorClass::Transient, &d),
+            on_failure(2, t, "timeout", &d),
             FailureAction::Retry {
                 delay: d[1],
                 attempt: 3
             }
         );
+        assert_eq!(on_failure(3, t, "timeout", &d), FailureAction::DeadLetter);
         assert_eq!(
-            on_failure(3, ErrorClass::Transient, &d),
+            on_failure(1, ErrorClass::Permanent, "auth_rejected", &d),
             FailureAction::DeadLetter
         );
+        assert_eq!(on_failure(1, t, "timeout", &[]), FailureAction::DeadLetter);
+        // A database outage never uses up attempts.
         assert_eq!(
-            on_failure(1, ErrorClass::Permanent, &d),
-            FailureAction::DeadLetter
-        );
-        assert_eq!(
-            on_failure(1, ErrorClass::Transient, &[]),
-            FailureAction::DeadLetter
+            on_failure(3, t, "database_unavailable", &d),
+            FailureAction::Retry {
+                delay: d[0],
+                attempt: 3
+            }
         );
     }
 }

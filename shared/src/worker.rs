@@ -97,9 +97,15 @@ impl Worker {
             if *shutdown.borrow() {
                 return;
             }
+            let started = std::time::Instant::now();
             match self.clone().session(&mut shutdown).await {
                 Ok(()) => return,
                 Err(e) => {
+                    // A session that ran a while was a success until it broke: start the
+                    // backoff over rather than waiting as long as after many failures.
+                    if started.elapsed() > Duration::from_secs(10) {
+                        backoff = reconnect_backoff();
+                    }
                     self.broker_ready.store(false, Ordering::Relaxed);
                     let delay = backoff.next().unwrap_or(Duration::from_secs(30));
                     tracing::warn!(error.kind = e.kind(), error = %e, delay_ms = delay.as_millis() as u64, "broker session ended, reconnecting");
@@ -255,7 +261,7 @@ impl Worker {
                     ack(&delivery).await;
                 }
                 Err(e) => {
-                    let action = sync::on_failure(attempt, e.class(), &self.cfg.retry_delays);
+                    let action = sync::on_failure(attempt, e.class(), e.kind(), &self.cfg.retry_delays);
                     tracing::warn!(error.kind = e.kind(), error.class = e.class().as_str(), error = %e, ?action, "job failed");
                     self.settle(&delivery, publish, action, &e, attempt, Some(&job)).await;
                 }

@@ -102,6 +102,8 @@ impl TestApp {
             .env("OPSYNC_RETRY_DELAYS", "1s,2s")
             .env("OPSYNC_RELAY_INTERVAL", "300ms")
             .env("OPSYNC_LOG_FORMAT", "json")
+            // Many workers run at once in tests: each takes a free port for its probes.
+            .env("OPSYNC_HEALTH_ADDR", "127.0.0.1:0")
             .env_remove("RUST_LOG")
             .kill_on_drop(true);
         cmd

@@ -31,6 +31,22 @@ async fn dlq(app: &TestApp) -> Vec<Value> {
         .clone()
 }
 
+async fn ready(url: &str) -> Option<bool> {
+    let r = reqwest::get(url).await.ok()?;
+    let v: Value = r.json().await.ok()?;
+    v["ready"].as_bool()
+}
+
+async fn wait_ready(url: &str, want: bool) -> bool {
+    for _ in 0..100 {
+        if ready(url).await == Some(want) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    false
+}
+
 async fn wait_for_failed_run(app: &TestApp) {
     let deadline = tokio::time::Instant::now() + WAIT;
     while app
@@ -438,8 +454,15 @@ async fn broker_and_database_connection_cuts_are_recovered_without_a_restart() {
     let mut events = app.events().await;
     let mq = TcpProxy::start(target_of(&app.mq.url)).await;
     let db = TcpProxy::start(target_of(&app.db.url)).await;
+    let health_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let readyz = format!("http://127.0.0.1:{health_port}/readyz");
     let mut cmd = app.opsync();
     cmd.arg("worker")
+        .env("OPSYNC_HEALTH_ADDR", format!("127.0.0.1:{health_port}"))
         .env("AMQP_URL", mq.url_for(&app.mq.url))
         .env("DATABASE_URL", db.url_for(&app.db.url))
         .env("RUST_LOG", "info")
@@ -449,11 +472,20 @@ async fn broker_and_database_connection_cuts_are_recovered_without_a_restart() {
     app.enqueue(id).await;
     events.until_completed(1, WAIT).await;
 
-    // The broker connection breaks, and stays refused for a while.
+    assert_eq!(ready(&readyz).await, Some(true));
+    // The broker connection breaks, and stays refused for a while: not ready meanwhile.
     mq.refuse(true);
     mq.cut();
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        wait_ready(&readyz, false).await,
+        "readiness drops while the broker is gone"
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
     mq.refuse(false);
+    assert!(
+        wait_ready(&readyz, true).await,
+        "ready again after the reconnect"
+    );
     let job = app.enqueue(id).await;
     assert!(
         app.wait_for_job(job.job_id, WAIT).await,
@@ -479,4 +511,44 @@ async fn broker_and_database_connection_cuts_are_recovered_without_a_restart() {
         "still the same process"
     );
     let _ = worker.start_kill();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_that_keeps_killing_workers_is_dead_lettered_by_the_broker() {
+    use futures::StreamExt;
+    use lapin::options::{BasicConsumeOptions, BasicNackOptions};
+    let app = spawn_app(3).await;
+    let id = app.add_integration("prod").await;
+    let job = app.enqueue(id).await;
+    // Stand-in for workers that crash on the job: each delivery comes back unsettled.
+    let conn = app.mq.connect().await;
+    let ch = conn.create_channel().await.unwrap();
+    let mut consumer = ch
+        .basic_consume(
+            "opsync.sync-jobs".into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            lapin::types::FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let mut deliveries = 0;
+    while let Ok(Some(Ok(d))) = tokio::time::timeout(Duration::from_secs(3), consumer.next()).await
+    {
+        deliveries += 1;
+        d.acker
+            .nack(BasicNackOptions {
+                requeue: true,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+    drop(consumer);
+    let _ = conn.close(200, "".into()).await;
+    assert!(deliveries >= 5, "delivered {deliveries} times");
+    let dead = wait_dlq(&app, 1).await;
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0]["job_id"], job.job_id.to_string());
+    assert_eq!(dead[0]["error_kind"], "delivery_limit");
 }

@@ -318,6 +318,9 @@ pub struct WorkerArgs {
     /// Database connections.
     #[arg(long, env = "OPSYNC_DB_POOL_SIZE", default_value_t = 8)]
     pub db_pool_size: usize,
+    /// Where /healthz and /readyz answer.
+    #[arg(long, env = "OPSYNC_HEALTH_ADDR", default_value = "0.0.0.0:8080")]
+    pub health_addr: std::net::SocketAddr,
     /// Do not relay the outbox from this process (when a separate relay runs it).
     #[arg(long, env = "OPSYNC_NO_RELAY")]
     pub no_relay: bool,

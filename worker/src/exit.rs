@@ -42,7 +42,7 @@ pub const HELP: &str = "Exit codes:
   7  bridge_unreachable, tls_error, timeout
   8  server_error, rate_limited (transient: try again later)
   9  protocol_error, response_too_large
- 10  database_error
+ 10  database_error, database_unavailable
  11  broker_error
  12  integration_not_found
  13  schema_outdated: run `opsync migrate`
@@ -58,7 +58,7 @@ pub fn for_sync(e: &opsync_shared::sync::SyncError) -> u8 {
 
 pub fn for_kind(kind: &str) -> u8 {
     match kind {
-        "database_error" | "migration_failed" => DATABASE,
+        "database_error" | "database_unavailable" | "migration_failed" => DATABASE,
         "broker_error" => BROKER,
         "integration_not_found" => NOT_FOUND,
         "schema_outdated" => SCHEMA_OUTDATED,

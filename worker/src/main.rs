@@ -4,18 +4,13 @@
 mod cli;
 mod commands;
 mod exit;
+mod health;
 mod output;
 mod telemetry;
 mod verify;
 
 use clap::Parser;
 use cli::Command;
-
-/// mimalloc returns freed memory to the system more readily than glibc's per-thread arenas:
-/// a sync of 100,000 members allocates and frees a lot, and the worker's resident size is what
-/// a Kubernetes memory limit sees.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();

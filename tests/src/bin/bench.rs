@@ -14,8 +14,7 @@ use lapin::options::{
     BasicPublishOptions, QueueBindOptions, QueueDeclareOptions, QueuePurgeOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
-use opsync_shared::scim::{AddressPolicy, ClientConfig, PagingLimits, ScimClient};
-use opsync_shared::{BearerToken, broker, onepassword};
+use opsync_shared::broker;
 use opsync_tests::app::{TestApp, spawn_app_with};
 use std::time::{Duration, Instant};
 
@@ -26,34 +25,48 @@ fn secs(d: Duration) -> f64 {
     d.as_secs_f64()
 }
 
-async fn download_floor(app: &TestApp) -> Duration {
-    let cfg = ClientConfig {
-        allow_http: true,
-        address_policy: AddressPolicy {
-            allow_private: true,
-        },
-        rate_limit_per_sec: 0.0,
-        paging: PagingLimits {
-            page_size: PAGE,
-            ..PagingLimits::default()
-        },
-        ..ClientConfig::default()
-    };
+/// The client alone: `opsync verify` (discovery, /health, every page) in its own process, as
+/// the worker's client runs in its own; best of two. Also its peak memory.
+async fn download_floor(app: &TestApp) -> (Duration, f64) {
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, app.bridge.token()).unwrap();
     let mut best = Duration::MAX;
+    let mut peak = 0.0f64;
     for _ in 0..2 {
-        let mut client = ScimClient::new(
-            &app.bridge.url(),
-            BearerToken::new(app.bridge.token()).unwrap(),
-            cfg.clone(),
-        )
-        .unwrap();
         let t0 = Instant::now();
-        client.set_base(onepassword::discover(&client).await.unwrap().base);
-        let s = client.list_users(|_, _| {}).await.unwrap();
-        assert_eq!(s.users.len(), USERS);
+        let mut child = tokio::process::Command::new(opsync_tests::helpers::opsync_bin())
+            .args([
+                "verify",
+                "--url",
+                &app.bridge.url(),
+                "--allow-http",
+                "--allow-private-addresses",
+                "--rate-limit",
+                "0",
+                "--page-size",
+                &PAGE.to_string(),
+                "--token-file",
+            ])
+            .arg(&token)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let pid = child.id().unwrap() as i32;
+        // VmHWM is read while the process lives; poll until it exits.
+        let mut hwm = 0.0f64;
+        loop {
+            hwm = hwm.max(vm_hwm_mib(pid));
+            if let Some(status) = child.try_wait().unwrap() {
+                assert!(status.success(), "opsync verify failed");
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         best = best.min(t0.elapsed());
+        peak = peak.max(hwm);
     }
-    best
+    (best, peak)
 }
 
 async fn broker_floor(app: &TestApp) -> Duration {
@@ -203,7 +216,7 @@ async fn main() {
     );
     let id = app.add_integration("bench").await;
 
-    let download = download_floor(&app).await;
+    let (download, verify_peak) = download_floor(&app).await;
     let broker_floor = broker_floor(&app).await;
 
     // Events land in a bound quorum queue, as in the broker floor.
@@ -329,6 +342,10 @@ async fn main() {
     println!(
         "{:<58} {:>7.1} MiB (target < 150)",
         "worker peak memory (VmHWM)", peak
+    );
+    println!(
+        "{:<58} {:>7.1} MiB",
+        "`opsync verify` peak memory on 100,000 users (VmHWM)", verify_peak
     );
     println!("{:<58} {:>9}", "events written in all", published);
     println!(

@@ -45,6 +45,13 @@ pub async fn run(a: WorkerArgs) -> u8 {
         removals: a.removals.policy(),
     };
     let worker = Worker::new(cfg, pool, keyring, client);
+    let health = a.health_addr;
+    let for_health = worker.clone();
+    tokio::spawn(async move {
+        if let Err(e) = crate::health::serve(health, for_health).await {
+            tracing::error!(error = %e, addr = %health, "the health server could not start; probes will fail");
+        }
+    });
     let (tx, rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         shutdown_signal().await;
