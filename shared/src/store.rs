@@ -422,16 +422,20 @@ pub async fn load_directory(
     c: &impl GenericClient,
     integration_id: Uuid,
 ) -> Result<Vec<StoredUser>, StoreError> {
+    use futures::TryStreamExt;
+    // Streamed: each row becomes a `StoredUser` as it arrives, so 100,000 raw rows are never
+    // held next to their converted copies.
     let rows = c
-        .query(
+        .query_raw(
             "SELECT scim_id, user_name, email, display_name, given_name, family_name, active, removed_at IS NOT NULL \
              FROM directory_users WHERE integration_id = $1",
-            &[&integration_id],
+            [&integration_id],
         )
         .await?;
-    Ok(rows
-        .iter()
-        .map(|r| StoredUser {
+    futures::pin_mut!(rows);
+    let mut out = Vec::new();
+    while let Some(r) = rows.try_next().await? {
+        out.push(StoredUser {
             user: ScimUser {
                 id: r.get(0),
                 user_name: r.get(1),
@@ -442,8 +446,10 @@ pub async fn load_directory(
                 active: r.get(6),
             },
             removed: r.get(7),
-        })
-        .collect())
+        });
+    }
+    out.shrink_to_fit();
+    Ok(out)
 }
 
 /// Rows per statement: keeps each statement's parameters to a few megabytes.

@@ -306,7 +306,7 @@ async fn main() {
     println!("{:<58} {:>9}", "figure", "value");
     println!(
         "{:<58} {:>7.2} s",
-        "download floor (client alone, all pages)",
+        "download floor (`opsync verify` alone, all pages)",
         secs(download)
     );
     println!(
