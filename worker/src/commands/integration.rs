@@ -28,28 +28,17 @@ fn seats(n: Option<u32>) -> Option<i32> {
 }
 
 async fn add(a: AddArgs) -> u8 {
-    let token = match a.token.read() {
+    let token = match super::token(&a.token, a.json) {
         Ok(t) => t,
-        Err(e) => {
-            output::error(a.json, "token_source", "permanent", &e.to_string());
-            return exit::BAD_INPUT;
-        }
+        Err(code) => return code,
     };
     let keyring = match super::keyring(&a.key, a.json) {
         Ok(k) => k,
         Err(code) => return code,
     };
-    let cfg = match a.bridge.client_config() {
+    let cfg = match super::client_config(&a.bridge, a.json) {
         Ok(c) => c,
-        Err(e) => {
-            output::error(
-                a.json,
-                "ca_file",
-                "permanent",
-                &format!("cannot read the CA file: {e}; check --ca-file"),
-            );
-            return exit::BAD_INPUT;
-        }
+        Err(code) => return code,
     };
     let mut client = match ScimClient::new(&a.url, token.clone(), cfg) {
         Ok(c) => c,
@@ -300,12 +289,9 @@ async fn show(a: IdArgs) -> u8 {
 }
 
 async fn update_token(a: UpdateTokenArgs) -> u8 {
-    let token = match a.token.read() {
+    let token = match super::token(&a.token, a.json) {
         Ok(t) => t,
-        Err(e) => {
-            output::error(a.json, "token_source", "permanent", &e.to_string());
-            return exit::BAD_INPUT;
-        }
+        Err(code) => return code,
     };
     let keyring = match super::keyring(&a.key, a.json) {
         Ok(k) => k,

@@ -7,7 +7,7 @@ pub mod integration;
 pub mod sync;
 pub mod worker;
 
-use crate::cli::{DbArgs, KeyArgs};
+use crate::cli::{BridgeArgs, DbArgs, KeyArgs, TokenSource};
 use crate::{exit, output};
 use opsync_shared::crypto::Keyring;
 use opsync_shared::store::{self, StoreError};
@@ -38,6 +38,30 @@ pub fn store_error(json: bool, e: &StoreError) -> u8 {
 pub fn keyring(args: &KeyArgs, json: bool) -> Result<Keyring, u8> {
     Keyring::new(&args.current, args.previous.as_deref()).map_err(|e| {
         output::error(json, "token_key", "permanent", &e.to_string());
+        exit::BAD_INPUT
+    })
+}
+
+/// The bearer token from where the operator pointed us.
+pub fn token(src: &TokenSource, json: bool) -> Result<opsync_shared::BearerToken, u8> {
+    src.read().map_err(|e| {
+        output::error(json, "token_source", "permanent", &e.to_string());
+        exit::BAD_INPUT
+    })
+}
+
+/// The SCIM client settings from the flags (reads the extra CA file, if any).
+pub fn client_config(
+    args: &BridgeArgs,
+    json: bool,
+) -> Result<opsync_shared::scim::ClientConfig, u8> {
+    args.client_config().map_err(|e| {
+        output::error(
+            json,
+            "ca_file",
+            "permanent",
+            &format!("cannot read the CA file: {e}; check --ca-file"),
+        );
         exit::BAD_INPUT
     })
 }

@@ -12,17 +12,9 @@ pub async fn run(a: SyncArgs) -> u8 {
         Ok(k) => k,
         Err(code) => return code,
     };
-    let client = match a.bridge.client_config() {
+    let client = match super::client_config(&a.bridge, a.json) {
         Ok(c) => c,
-        Err(e) => {
-            output::error(
-                a.json,
-                "ca_file",
-                "permanent",
-                &format!("cannot read the CA file: {e}; check --ca-file"),
-            );
-            return exit::BAD_INPUT;
-        }
+        Err(code) => return code,
     };
     let pool = match super::db(&a.db, a.json, 2).await {
         Ok(p) => p,

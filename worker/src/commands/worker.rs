@@ -1,7 +1,7 @@
 //! `opsync worker`: wiring only. The worker itself is `opsync_shared::worker`.
 
 use crate::cli::WorkerArgs;
-use crate::{exit, output};
+use crate::exit;
 use opsync_shared::store;
 use opsync_shared::worker::{Worker, WorkerConfig};
 use std::sync::Arc;
@@ -11,17 +11,9 @@ pub async fn run(a: WorkerArgs) -> u8 {
         Ok(k) => Arc::new(k),
         Err(code) => return code,
     };
-    let client = match a.bridge.client_config() {
+    let client = match super::client_config(&a.bridge, false) {
         Ok(c) => c,
-        Err(e) => {
-            output::error(
-                false,
-                "ca_file",
-                "permanent",
-                &format!("cannot read the CA file: {e}; check --ca-file"),
-            );
-            return exit::BAD_INPUT;
-        }
+        Err(code) => return code,
     };
     let pool = match store::pool(
         &a.db.database_url,
