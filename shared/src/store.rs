@@ -544,6 +544,84 @@ pub async fn insert_events(
     Ok(())
 }
 
+/// JSON text sent as the `json` type as is (no parse, no re-serialisation on our side).
+#[derive(Debug)]
+struct JsonText<'a>(&'a str);
+
+impl tokio_postgres::types::ToSql for JsonText<'_> {
+    fn to_sql(
+        &self,
+        _ty: &tokio_postgres::types::Type,
+        out: &mut bytes::BytesMut,
+    ) -> Result<tokio_postgres::types::IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        out.extend_from_slice(self.0.as_bytes());
+        Ok(tokio_postgres::types::IsNull::No)
+    }
+
+    fn accepts(ty: &tokio_postgres::types::Type) -> bool {
+        *ty == tokio_postgres::types::Type::JSON
+    }
+
+    tokio_postgres::types::to_sql_checked!();
+}
+
+/// Writes many events with binary `COPY` (several times faster than an `INSERT` for 100,000
+/// rows), streaming them as `events` yields them, then puts them in the outbox. Event ids are
+/// unique: a job never commits twice (the job-id check under the integration lock), so a
+/// repeated id here is a bug and fails the transaction.
+pub async fn copy_events(
+    tx: &deadpool_postgres::Transaction<'_>,
+    integration_id: Uuid,
+    sync_id: Uuid,
+    at: DateTime<Utc>,
+    events: impl Iterator<Item = NewEvent>,
+) -> Result<(), StoreError> {
+    use tokio_postgres::binary_copy::BinaryCopyInWriter;
+    use tokio_postgres::types::Type;
+    // Everything this copy inserts gets a seq above the current maximum.
+    let floor: i64 = tx
+        .query_one("SELECT coalesce(max(seq), 0) FROM events", &[])
+        .await?
+        .get(0);
+    let sink = tx
+        .copy_in("COPY events (event_id, integration_id, sync_id, type, scim_id, occurred_at, payload) FROM STDIN BINARY")
+        .await?;
+    let writer = BinaryCopyInWriter::new(
+        sink,
+        &[
+            Type::UUID,
+            Type::UUID,
+            Type::UUID,
+            Type::TEXT,
+            Type::TEXT,
+            Type::TIMESTAMPTZ,
+            Type::JSON,
+        ],
+    );
+    futures::pin_mut!(writer);
+    for e in events {
+        writer
+            .as_mut()
+            .write(&[
+                &e.event_id,
+                &integration_id,
+                &sync_id,
+                &e.event_type,
+                &e.scim_id,
+                &at,
+                &JsonText(&e.payload),
+            ])
+            .await?;
+    }
+    writer.finish().await?;
+    tx.execute(
+        "INSERT INTO outbox (seq, integration_id) SELECT seq, $1 FROM events WHERE seq > $2 AND sync_id = $3",
+        &[&integration_id, &floor, &sync_id],
+    )
+    .await?;
+    Ok(())
+}
+
 /// The sync-run row and the integration's last-sync columns.
 pub struct RunRecord<'a> {
     pub run_id: Uuid,

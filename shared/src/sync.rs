@@ -68,20 +68,6 @@ impl SyncError {
     }
 }
 
-/// Owns its batch, so several can be in flight on the connection at once.
-async fn insert_owned(
-    tx: &deadpool_postgres::Transaction<'_>,
-    integration_id: Uuid,
-    sync_id: Uuid,
-    at: chrono::DateTime<Utc>,
-    batch: Vec<NewEvent>,
-) -> Result<(), StoreError> {
-    store::insert_events(tx, integration_id, sync_id, at, &batch).await
-}
-
-/// Events serialised per statement (several are in flight at once).
-const EVENT_BATCH: usize = 2_000;
-
 /// What a finished job reports.
 #[derive(Debug, Clone, Serialize)]
 pub struct SyncSummary {
@@ -238,32 +224,21 @@ async fn sync_in_transaction(
     let t_write = std::time::Instant::now();
     // Member rows and events go down the one connection pipelined: the next batch is
     // serialised while Postgres writes the previous one.
-    let write_events = async {
-        use futures::StreamExt;
-        let mut in_flight = futures::stream::FuturesOrdered::new();
-        for chunk in changes.chunks(EVENT_BATCH) {
-            let batch: Vec<NewEvent> = chunk
-                .iter()
-                .map(|c| {
-                    let ev = events::user_event(integration.id, sync_id, now, c);
-                    NewEvent {
-                        event_id: ev.event_id,
-                        event_type: ev.event_type,
-                        scim_id: Some(c.user.id.clone()),
-                        payload: serde_json::to_string(&ev).expect("events serialise"),
-                    }
-                })
-                .collect();
-            in_flight.push_back(insert_owned(&tx, integration.id, sync_id, now, batch));
-            if in_flight.len() >= 3 {
-                in_flight.next().await.expect("not empty")?;
+    let write_events = store::copy_events(
+        &tx,
+        integration.id,
+        sync_id,
+        now,
+        changes.iter().map(|c| {
+            let ev = events::user_event(integration.id, sync_id, now, c);
+            NewEvent {
+                event_id: ev.event_id,
+                event_type: ev.event_type,
+                scim_id: Some(c.user.id.clone()),
+                payload: serde_json::to_string(&ev).expect("events serialise"),
             }
-        }
-        while let Some(r) = in_flight.next().await {
-            r?;
-        }
-        Ok::<_, StoreError>(())
-    };
+        }),
+    );
     let (members, evs) = tokio::join!(
         store::write_changes(&tx, integration.id, now, &changes),
         write_events
