@@ -13,6 +13,7 @@ pub mod dlq;
 pub mod error;
 pub mod events;
 pub mod job;
+pub mod metrics;
 pub mod onepassword;
 pub mod outbox;
 pub mod scim;

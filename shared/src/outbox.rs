@@ -29,7 +29,11 @@ fn properties(e: &PendingEvent) -> BasicProperties {
 }
 
 /// Publishes everything pending now; returns how many events were published.
-pub async fn publish_pending(pool: &Pool, ch: &Channel) -> Result<u64, SyncError> {
+pub async fn publish_pending(
+    pool: &Pool,
+    ch: &Channel,
+    metrics: Option<&crate::metrics::Metrics>,
+) -> Result<u64, SyncError> {
     let mut published = 0;
     let integrations = {
         let conn = pool.get().await.map_err(StoreError::from)?;
@@ -37,7 +41,7 @@ pub async fn publish_pending(pool: &Pool, ch: &Channel) -> Result<u64, SyncError
     };
     for integration in integrations {
         loop {
-            let n = publish_batch(pool, ch, integration).await?;
+            let n = publish_batch(pool, ch, integration, metrics).await?;
             published += n;
             if n < BATCH as u64 {
                 break;
@@ -52,6 +56,7 @@ async fn publish_batch(
     pool: &Pool,
     ch: &Channel,
     integration: uuid::Uuid,
+    metrics: Option<&crate::metrics::Metrics>,
 ) -> Result<u64, SyncError> {
     let mut conn = pool.get().await.map_err(StoreError::from)?;
     let tx = conn.transaction().await.map_err(StoreError::from)?;
@@ -102,7 +107,16 @@ async fn publish_batch(
             .map_err(BrokerError::from)
             .and_then(|c| broker::check_confirmation(c, 1))
         {
-            Ok(()) => confirmed.push(e.seq),
+            Ok(()) => {
+                confirmed.push(e.seq);
+                if let Some(m) = metrics {
+                    m.events_published
+                        .get_or_create(&crate::metrics::TypeLabels {
+                            r#type: e.event_type.clone(),
+                        })
+                        .inc();
+                }
+            }
             Err(err) => failure = Some(err),
         }
     }

@@ -93,6 +93,7 @@ pub struct SyncDeps<'a> {
     pub keyring: &'a Keyring,
     pub client: &'a ClientConfig,
     pub removals: RemovalPolicy,
+    pub metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
 }
 
 /// Runs one job. On failure, the failed run is recorded (and the integration's status set for
@@ -160,12 +161,18 @@ async fn sync_in_transaction(
     }
     let token = deps.keyring.open(&integration.token, integration.id)?;
     let mut client = ScimClient::new(&integration.bridge_url, token, deps.client.clone())?;
+    if let Some(m) = &deps.metrics {
+        client.set_metrics(m.clone());
+    }
     let t_read = std::time::Instant::now();
     let result = read_bridge(&mut client, &integration, &tx, progress).await;
     // Keep the request counts for the run row even when the read failed.
     copy_stats(&client.stats(), stats_out);
     let snapshot = result?;
     let read_ms = t_read.elapsed().as_millis() as u64;
+    if let Some(m) = &deps.metrics {
+        m.users_seen.inc_by(snapshot.users.len() as u64);
+    }
     let consistent = snapshot.is_complete_and_consistent();
     let digest = directory::digest(&snapshot.users);
     // The stored directory equals the last snapshot whose digest was kept: the same digest now
@@ -292,6 +299,9 @@ async fn sync_in_transaction(
     }
     tx.commit().await.map_err(StoreError::from)?;
     let write_ms = t_write.elapsed().as_millis() as u64;
+    if let Some(m) = &deps.metrics {
+        m.sync_duration.observe(t0.elapsed().as_secs_f64());
+    }
     if let Some(reason) = hold_reason {
         tracing::warn!(integration_id = %integration.id, removals_held, reason, "removals held: absent members were not removed");
     }

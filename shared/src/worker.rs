@@ -69,6 +69,7 @@ pub struct Worker {
     relay_wake: Notify,
     /// True while connected to the broker with a consumer running: readiness.
     pub broker_ready: AtomicBool,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Worker {
@@ -85,6 +86,7 @@ impl Worker {
             client,
             relay_wake: Notify::new(),
             broker_ready: AtomicBool::new(false),
+            metrics: Arc::new(crate::metrics::Metrics::new()),
         })
     }
 
@@ -203,7 +205,7 @@ impl Worker {
 
     async fn relay_loop(self: Arc<Self>, ch: Channel, mut stop: watch::Receiver<bool>) {
         loop {
-            match outbox::publish_pending(&self.pool, &ch).await {
+            match outbox::publish_pending(&self.pool, &ch, Some(&self.metrics)).await {
                 Ok(0) => {}
                 Ok(n) => tracing::debug!(published = n, "outbox relayed"),
                 Err(e) => {
@@ -213,19 +215,35 @@ impl Worker {
                     }
                 }
             }
+            self.update_backlog().await;
             tokio::select! {
                 _ = self.relay_wake.notified() => {}
                 _ = tokio::time::sleep(self.cfg.relay_interval) => {}
                 _ = stop.changed() => {
                     // One last pass so a clean shutdown leaves nothing behind.
-                    let _ = outbox::publish_pending(&self.pool, &ch).await;
+                    let _ = outbox::publish_pending(&self.pool, &ch, Some(&self.metrics)).await;
                     return;
                 }
             }
         }
     }
 
+    async fn update_backlog(&self) {
+        if let Ok(conn) = self.pool.get().await
+            && let Ok((n, age)) = crate::store::outbox_backlog(&conn).await
+        {
+            self.metrics.outbox_backlog.set(n);
+            self.metrics.outbox_oldest_age.set(age.unwrap_or(0.0));
+        }
+    }
+
     async fn handle(&self, delivery: Delivery, publish: &Channel) {
+        self.metrics.jobs_in_flight.inc();
+        self.handle_inner(delivery, publish).await;
+        self.metrics.jobs_in_flight.dec();
+    }
+
+    async fn handle_inner(&self, delivery: Delivery, publish: &Channel) {
         let attempt = broker::header_int(&delivery.properties, headers::ATTEMPT)
             .unwrap_or(1)
             .max(1) as u32;
@@ -249,14 +267,22 @@ impl Worker {
         let span = tracing::info_span!("sync_job", job_id = %job.job_id, integration_id = %job.integration_id,
             sync_id = %crate::events::sync_id_for_job(job.job_id), trigger = job.trigger.as_str(), attempt);
         async {
-            let deps = SyncDeps { pool: &self.pool, keyring: &self.keyring, client: &self.client, removals: self.cfg.removals };
+            let deps = SyncDeps {
+                pool: &self.pool,
+                keyring: &self.keyring,
+                client: &self.client,
+                removals: self.cfg.removals,
+                metrics: Some(self.metrics.clone()),
+            };
             match sync::run_job(&deps, &job, |_, _| {}).await {
                 Ok(JobOutcome::Completed(summary)) => {
+                    self.metrics.job("succeeded", "");
                     self.relay_wake.notify_one();
                     tracing::info!(events = summary.events, users = summary.counts.users, elapsed_ms = summary.elapsed_ms, "job done");
                     ack(&delivery).await;
                 }
                 Ok(JobOutcome::AlreadyDone) => {
+                    self.metrics.job("duplicate", "");
                     tracing::info!("job already completed; acking the duplicate");
                     ack(&delivery).await;
                 }
@@ -312,6 +338,18 @@ impl Worker {
             AMQPValue::LongLongInt(attempt_header as i64),
         ));
         let props: BasicProperties = broker::with_headers(&delivery.properties, &set);
+        match action {
+            FailureAction::Retry { .. } => self.metrics.job("retried", e.kind()),
+            FailureAction::DeadLetter => {
+                self.metrics.job("dead_lettered", e.kind());
+                self.metrics
+                    .dead_lettered
+                    .get_or_create(&crate::metrics::KindLabels {
+                        error_kind: e.kind().to_owned(),
+                    })
+                    .inc();
+            }
+        }
         match broker::publish_confirmed(publish, &exchange, &routing_key, &delivery.data, props)
             .await
         {

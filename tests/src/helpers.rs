@@ -71,3 +71,12 @@ pub fn client_with(
     let token = opsync_shared::BearerToken::new(bridge.token()).unwrap();
     opsync_shared::scim::ScimClient::new(&bridge.url(), token, cfg).unwrap()
 }
+
+/// A TCP port free right now on loopback (for a worker's probe and metrics server).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}

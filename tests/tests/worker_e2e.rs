@@ -409,3 +409,55 @@ async fn invalid_jobs_do_not_stop_the_worker() {
         "invalid jobs are dead-lettered"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_after_a_sync() {
+    let app = spawn_app(40).await;
+    let id = app.add_integration("prod").await;
+    let mut events = app.events().await;
+    let port = opsync_tests::helpers::free_port();
+    let _worker = app.spawn_worker(&["--health-addr", &format!("127.0.0.1:{port}")]);
+    app.enqueue(id).await;
+    events.until_completed(1, WAIT).await;
+    let url = format!("http://127.0.0.1:{port}/metrics");
+    let scrape = || async { reqwest::get(&url).await.unwrap().text().await.unwrap() };
+    // The relay counts an event once the broker confirmed it; give the last batch a moment.
+    let mut text = scrape().await;
+    for _ in 0..50 {
+        if text.contains("opsync_events_published_total{type=\"sync.completed\"} 1") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        text = scrape().await;
+    }
+    for line in [
+        "opsync_jobs_total{outcome=\"succeeded\",error_kind=\"\"} 1",
+        "opsync_events_published_total{type=\"user.added\"} 40",
+        "opsync_events_published_total{type=\"sync.completed\"} 1",
+        "opsync_users_seen_total 40",
+        "opsync_sync_duration_seconds_count 1",
+        "opsync_jobs_in_flight 0",
+    ] {
+        assert!(text.contains(line), "missing `{line}` in:\n{text}");
+    }
+    assert!(text.contains("opsync_bridge_request_duration_seconds_count{status_class=\"2xx\"}"));
+    assert!(text.contains("# TYPE opsync_outbox_backlog_events gauge"));
+
+    // A failing attempt shows as retried with its kind.
+    app.bridge
+        .set_mode(opsync_tests::bridge::Mode::ProvisioningOff);
+    app.enqueue(id).await;
+    let mut ok = false;
+    for _ in 0..100 {
+        if scrape()
+            .await
+            .contains("opsync_jobs_total{outcome=\"retried\",error_kind=\"server_error\"} 1")
+        {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ok, "the retried job is counted:\n{}", scrape().await);
+    assert!(scrape().await.contains("opsync_bridge_retries_total"));
+}

@@ -1,4 +1,4 @@
-//! `/healthz` and `/readyz` for Kubernetes probes.
+//! `/healthz` and `/readyz` for Kubernetes probes, `/metrics` for Prometheus.
 //!
 //! Liveness says only that the process answers (a dependency outage must not get the pod
 //! killed: the worker waits it out by itself). Readiness says whether the worker can do its
@@ -22,8 +22,19 @@ pub async fn serve(addr: SocketAddr, worker: Arc<Worker>) -> std::io::Result<()>
     let app = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .with_state(worker);
     axum::serve(listener, app).await
+}
+
+async fn metrics(State(worker): State<Arc<Worker>>) -> impl axum::response::IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        worker.metrics.encode(),
+    )
 }
 
 async fn readyz(State(worker): State<Arc<Worker>>) -> (StatusCode, axum::Json<serde_json::Value>) {

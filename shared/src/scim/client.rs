@@ -107,6 +107,7 @@ pub struct ScimClient {
     limiter: Option<DefaultDirectRateLimiter>,
     in_flight: tokio::sync::Mutex<()>,
     stats: Arc<ClientStats>,
+    metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 impl std::fmt::Debug for ScimClient {
@@ -233,6 +234,7 @@ impl ScimClient {
             limiter,
             in_flight: tokio::sync::Mutex::new(()),
             stats: Arc::new(ClientStats::default()),
+            metrics: None,
         })
     }
 
@@ -257,6 +259,11 @@ impl ScimClient {
 
     pub fn stats(&self) -> Arc<ClientStats> {
         self.stats.clone()
+    }
+
+    /// Reports request latencies, retries and rate-limit waits to Prometheus metrics too.
+    pub fn set_metrics(&mut self, metrics: Arc<crate::metrics::Metrics>) {
+        self.metrics = Some(metrics);
     }
 
     /// GET with retries of transient failures. Returns any HTTP status that is not worth
@@ -309,6 +316,9 @@ impl ScimClient {
             }
             attempt += 1;
             self.stats.retries.fetch_add(1, Ordering::Relaxed);
+            if let Some(m) = &self.metrics {
+                m.retries.inc();
+            }
             if let Some(w) = server_wait {
                 self.stats.retry_after_waits.fetch_add(1, Ordering::Relaxed);
                 self.stats
@@ -335,6 +345,9 @@ impl ScimClient {
             && limiter.check().is_err()
         {
             self.stats.rate_limit_waits.fetch_add(1, Ordering::Relaxed);
+            if let Some(m) = &self.metrics {
+                m.rate_limit_waits.inc();
+            }
             limiter.until_ready().await;
         }
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
@@ -347,7 +360,13 @@ impl ScimClient {
             // bearer_auth marks the header sensitive, so the HTTP stack never logs it.
             req = req.bearer_auth(self.token.expose());
         }
-        let mut resp = req.send().await.map_err(|e| self.transport_error(&e))?;
+        let mut resp = match req.send().await {
+            Ok(r) => r,
+            Err(e) => {
+                self.observe(None, t0);
+                return Err(self.transport_error(&e));
+            }
+        };
         let status = resp.status();
         let headers = resp.headers().clone();
         let limit = if status.is_success() {
@@ -373,6 +392,7 @@ impl ScimClient {
             }
             body.extend_from_slice(&chunk);
         }
+        self.observe(Some(status.as_u16()), t0);
         let span = tracing::Span::current();
         span.record("status", status.as_u16());
         span.record("duration_ms", t0.elapsed().as_millis() as u64);
@@ -382,6 +402,12 @@ impl ScimClient {
             headers,
             body,
         })
+    }
+
+    fn observe(&self, status: Option<u16>, since: Instant) {
+        if let Some(m) = &self.metrics {
+            m.bridge_request(status, since.elapsed());
+        }
     }
 
     fn transport_error(&self, e: &reqwest::Error) -> ScimError {

@@ -36,6 +36,7 @@ pub async fn run(a: SyncArgs) -> u8 {
         keyring: &keyring,
         client: &client,
         removals: a.removals.policy(),
+        metrics: None,
     };
     let result = sync::run_job(&deps, &job, |seen, total| {
         if let Some(b) = &bar {
@@ -63,7 +64,7 @@ pub async fn run(a: SyncArgs) -> u8 {
             let conn = broker::connect(&a.amqp.amqp_url).await?;
             let ch = broker::confirm_channel(&conn).await?;
             broker::declare_topology(&ch, &[]).await?;
-            let n = outbox::publish_pending(&pool, &ch).await?;
+            let n = outbox::publish_pending(&pool, &ch, None).await?;
             let _ = conn.close(200, "published".into()).await;
             Ok::<_, opsync_shared::sync::SyncError>(n)
         }
