@@ -273,14 +273,12 @@ pub fn job_properties(job: &SyncJob) -> BasicProperties {
 
 /// Puts a job on `opsync.jobs` and waits for the broker's confirm.
 pub async fn publish_job(ch: &Channel, job: &SyncJob) -> Result<(), BrokerError> {
-    publish_confirmed(
-        ch,
-        JOBS_EXCHANGE,
-        JOBS_ROUTING_KEY,
-        &job.to_json(),
-        job_properties(job),
-    )
-    .await
+    // The current trace context goes in the job's headers, so the job's span continues the
+    // caller's trace.
+    let mut headers = FieldTable::default();
+    crate::tracecontext::into_headers(&crate::tracecontext::current(), &mut headers);
+    let props = job_properties(job).with_headers(headers);
+    publish_confirmed(ch, JOBS_EXCHANGE, JOBS_ROUTING_KEY, &job.to_json(), props).await
 }
 
 pub fn header_str(props: &BasicProperties, name: &str) -> Option<String> {

@@ -20,6 +20,7 @@ pub mod scim;
 pub mod secret;
 pub mod store;
 pub mod sync;
+pub mod tracecontext;
 pub mod verify;
 pub mod worker;
 

@@ -19,7 +19,17 @@ use lapin::{BasicProperties, Channel};
 pub const BATCH: i64 = 2_500;
 
 fn properties(e: &PendingEvent) -> BasicProperties {
+    // The producing job's trace context travels on with its events.
+    let mut headers = lapin::types::FieldTable::default();
+    if let Some(fields) = e
+        .trace_context
+        .as_deref()
+        .and_then(|t| serde_json::from_str::<std::collections::BTreeMap<String, String>>(t).ok())
+    {
+        crate::tracecontext::into_headers(&fields, &mut headers);
+    }
     BasicProperties::default()
+        .with_headers(headers)
         .with_content_type("application/json".into())
         .with_delivery_mode(2)
         .with_message_id(e.event_id.to_string().into())

@@ -521,6 +521,7 @@ pub async fn insert_events(
     integration_id: Uuid,
     sync_id: Uuid,
     at: DateTime<Utc>,
+    trace_context: Option<&str>,
     events: &[NewEvent],
 ) -> Result<(), StoreError> {
     for chunk in events.chunks(BATCH) {
@@ -532,12 +533,12 @@ pub async fn insert_events(
         // ON CONFLICT: an event id never changes once written; a re-run writes nothing twice.
         // The outbox row goes in with the event, in the same statement and transaction.
         c.execute(
-            "WITH ins AS (INSERT INTO events (event_id, integration_id, sync_id, type, scim_id, occurred_at, payload) \
-             SELECT t.id, $1, $2, t.ty, t.subject, $3, t.payload::json \
+            "WITH ins AS (INSERT INTO events (event_id, integration_id, sync_id, type, scim_id, occurred_at, payload, trace_context) \
+             SELECT t.id, $1, $2, t.ty, t.subject, $3, t.payload::json, $8::text::json \
              FROM unnest($4::uuid[], $5::text[], $6::text[], $7::text[]) WITH ORDINALITY AS t(id, ty, subject, payload, n) ORDER BY t.n \
              ON CONFLICT (event_id) DO NOTHING RETURNING seq) \
              INSERT INTO outbox (seq, integration_id) SELECT seq, $1 FROM ins",
-            &[&integration_id, &sync_id, &at, &ids, &types, &subjects, &payloads],
+            &[&integration_id, &sync_id, &at, &ids, &types, &subjects, &payloads, &trace_context],
         )
         .await?;
     }
@@ -574,6 +575,7 @@ pub async fn copy_events(
     integration_id: Uuid,
     sync_id: Uuid,
     at: DateTime<Utc>,
+    trace_context: Option<&str>,
     events: impl Iterator<Item = NewEvent>,
 ) -> Result<(), StoreError> {
     use tokio_postgres::binary_copy::BinaryCopyInWriter;
@@ -584,7 +586,7 @@ pub async fn copy_events(
         .await?
         .get(0);
     let sink = tx
-        .copy_in("COPY events (event_id, integration_id, sync_id, type, scim_id, occurred_at, payload) FROM STDIN BINARY")
+        .copy_in("COPY events (event_id, integration_id, sync_id, type, scim_id, occurred_at, payload, trace_context) FROM STDIN BINARY")
         .await?;
     let writer = BinaryCopyInWriter::new(
         sink,
@@ -596,9 +598,11 @@ pub async fn copy_events(
             Type::TEXT,
             Type::TIMESTAMPTZ,
             Type::JSON,
+            Type::JSON,
         ],
     );
     futures::pin_mut!(writer);
+    let trace = trace_context.map(JsonText);
     for e in events {
         writer
             .as_mut()
@@ -610,6 +614,7 @@ pub async fn copy_events(
                 &e.scim_id,
                 &at,
                 &JsonText(&e.payload),
+                &trace,
             ])
             .await?;
     }
@@ -685,6 +690,8 @@ pub struct PendingEvent {
     pub event_type: String,
     /// JSON text, published as is.
     pub payload: String,
+    /// The producing sync's trace context (JSON object of propagation fields).
+    pub trace_context: Option<String>,
 }
 
 /// Integrations with unpublished events, oldest first.
@@ -723,7 +730,7 @@ pub async fn pending_events(
         .query(
             // The outbox rows are picked (and locked) first, then their events fetched by key:
             // a join sorted after the fact reads the whole backlog for every batch.
-            "SELECT e.seq, e.event_id, e.type, e.payload::text FROM events e WHERE e.seq IN \
+            "SELECT e.seq, e.event_id, e.type, e.payload::text, e.trace_context::text FROM events e WHERE e.seq IN \
              (SELECT seq FROM outbox WHERE integration_id = $1 ORDER BY seq LIMIT $2 FOR UPDATE SKIP LOCKED) ORDER BY e.seq",
             &[&integration_id, &limit],
         )
@@ -735,6 +742,7 @@ pub async fn pending_events(
             event_id: r.get(1),
             event_type: r.get(2),
             payload: r.get(3),
+            trace_context: r.get(4),
         })
         .collect())
 }

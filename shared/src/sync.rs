@@ -231,11 +231,15 @@ async fn sync_in_transaction(
     let t_write = std::time::Instant::now();
     // Member rows and events go down the one connection pipelined: the next batch is
     // serialised while Postgres writes the previous one.
+    let trace = crate::tracecontext::current();
+    let trace = (!trace.is_empty())
+        .then(|| serde_json::to_string(&trace).expect("a string map serialises"));
     let write_events = store::copy_events(
         &tx,
         integration.id,
         sync_id,
         now,
+        trace.as_deref(),
         changes.iter().map(|c| {
             let ev = events::user_event(integration.id, sync_id, now, c);
             NewEvent {
@@ -263,6 +267,7 @@ async fn sync_in_transaction(
         integration.id,
         sync_id,
         now,
+        trace.as_deref(),
         std::slice::from_ref(&completed_event),
     )
     .await?;

@@ -266,6 +266,8 @@ impl Worker {
         };
         let span = tracing::info_span!("sync_job", job_id = %job.job_id, integration_id = %job.integration_id,
             sync_id = %crate::events::sync_id_for_job(job.job_id), trigger = job.trigger.as_str(), attempt);
+        // The scheduler's trace continues here (W3C traceparent in the job's headers).
+        crate::tracecontext::adopt_parent(&span, &delivery.properties);
         async {
             let deps = SyncDeps {
                 pool: &self.pool,

@@ -111,6 +111,11 @@ impl TestApp {
 
     /// Starts `opsync worker`; its logs go to a file in the app's folder.
     pub fn spawn_worker(&self, args: &[&str]) -> WorkerProcess {
+        self.spawn_worker_env(args, &[])
+    }
+
+    /// The same, with extra environment variables.
+    pub fn spawn_worker_env(&self, args: &[&str], envs: &[(&str, &str)]) -> WorkerProcess {
         let n = std::fs::read_dir(self.dir.path())
             .map(|d| d.count())
             .unwrap_or(0);
@@ -121,6 +126,7 @@ impl TestApp {
             .arg("worker")
             .args(args)
             .env("RUST_LOG", "debug")
+            .envs(envs.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::from(file))
             .spawn()
@@ -231,6 +237,8 @@ impl Drop for WorkerProcess {
 
 #[derive(Debug, Clone)]
 pub struct Received {
+    /// String-valued AMQP headers (e.g. `traceparent`).
+    pub headers: std::collections::BTreeMap<String, String>,
     pub routing_key: String,
     pub message_id: Option<String>,
     pub content_type: Option<String>,
@@ -250,7 +258,25 @@ impl EventQueue {
             .ok()??
             .ok()?;
         d.acker.ack(BasicAckOptions::default()).await.unwrap();
+        let headers = d
+            .properties
+            .headers()
+            .as_ref()
+            .map(|h| {
+                h.inner()
+                    .iter()
+                    .filter_map(|(k, v)| match v {
+                        lapin::types::AMQPValue::LongString(s) => Some((
+                            k.as_str().to_owned(),
+                            String::from_utf8_lossy(s.as_bytes()).into_owned(),
+                        )),
+                        _ => None,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
         Some(Received {
+            headers,
             routing_key: d.routing_key.as_str().to_owned(),
             message_id: d
                 .properties

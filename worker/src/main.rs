@@ -14,7 +14,7 @@ use cli::Command;
 
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
-    telemetry::init(cli.command.default_log_level());
+    let _telemetry = telemetry::init(cli.command.default_log_level());
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

@@ -273,10 +273,17 @@ impl ScimClient {
         let started = Instant::now();
         let mut backoff = self.cfg.retry.backoff();
         let mut attempt: u32 = 0;
+        // The page of a listing, for the request's span ("" for other requests).
+        let page = url
+            .query_pairs()
+            .find(|(k, _)| k == "startIndex")
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default();
         loop {
             let span = tracing::debug_span!(
                 "bridge_request",
                 path = log_path(url),
+                start_index = page.as_str(),
                 attempt,
                 status = tracing::field::Empty,
                 duration_ms = tracing::field::Empty

@@ -8,6 +8,14 @@ use opsync_shared::store;
 use serde_json::json;
 
 pub async fn run(a: EnqueueArgs) -> u8 {
+    use tracing::Instrument;
+    // The jobs carry this span's trace context: a trace starts here and runs through the
+    // jobs to the events they publish.
+    let span = tracing::info_span!("enqueue", trigger = a.trigger.as_str());
+    run_inner(a).instrument(span).await
+}
+
+async fn run_inner(a: EnqueueArgs) -> u8 {
     let pool = match super::db(&a.db, a.json, 1).await {
         Ok(p) => p,
         Err(code) => return code,
