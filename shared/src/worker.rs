@@ -199,6 +199,10 @@ impl Worker {
         if let Some(relay) = relay {
             let _ = relay.await;
         }
+        // Channels first, then the connection: closing a connection under open channels makes
+        // lapin log a spurious channel error on every clean stop.
+        let _ = publish.close(200, "opsync worker stopping".into()).await;
+        let _ = consume.close(200, "opsync worker stopping".into()).await;
         let _ = conn.close(200, "opsync worker stopping".into()).await;
         result
     }
@@ -222,6 +226,7 @@ impl Worker {
                 _ = stop.changed() => {
                     // One last pass so a clean shutdown leaves nothing behind.
                     let _ = outbox::publish_pending(&self.pool, &ch, Some(&self.metrics)).await;
+                    let _ = ch.close(200, "opsync worker stopping".into()).await;
                     return;
                 }
             }
