@@ -413,26 +413,14 @@ async fn record_failure(
         if matches!(e, SyncError::Store(StoreError::IntegrationNotFound { .. })) {
             return Ok(());
         }
-        match e.kind() {
-            "auth_rejected" => {
-                store::set_status(
-                    &tx,
-                    job.integration_id,
-                    "needs_credentials",
-                    Some(&e.to_string()),
-                )
-                .await?
-            }
-            "scim_api_disabled" => {
-                store::set_status(
-                    &tx,
-                    job.integration_id,
-                    "scim_disabled",
-                    Some(&e.to_string()),
-                )
-                .await?
-            }
-            _ => {}
+        // Failures a person must fix park the integration until they do.
+        let parked = match e.kind() {
+            "auth_rejected" => Some("needs_credentials"),
+            "scim_api_disabled" => Some("scim_disabled"),
+            _ => None,
+        };
+        if let Some(status) = parked {
+            store::set_status(&tx, job.integration_id, status, Some(&e.to_string())).await?;
         }
         store::record_run(
             &tx,

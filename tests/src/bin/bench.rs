@@ -80,30 +80,7 @@ async fn broker_floor(app: &TestApp) -> Duration {
     )
     .await
     .unwrap();
-    let mut args = FieldTable::default();
-    args.insert(
-        "x-queue-type".into(),
-        AMQPValue::LongString("quorum".into()),
-    );
-    ch.queue_declare(
-        "bench.floor".into(),
-        QueueDeclareOptions {
-            durable: true,
-            ..Default::default()
-        },
-        args,
-    )
-    .await
-    .unwrap();
-    ch.queue_bind(
-        "bench.floor".into(),
-        "bench.floor".into(),
-        "#".into(),
-        QueueBindOptions::default(),
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
+    bound_quorum_queue(&ch, "bench.floor", "bench.floor").await;
     // A user.added event as the worker writes it, about 700 bytes.
     let body = serde_json::to_vec(&serde_json::json!({
         "changed_fields": [], "event_id": "8729bdc0-1550-5f25-a65b-4726dba57806", "integration_id": "5616f342-c389-441d-8ce5-508166de6519",
@@ -145,6 +122,34 @@ async fn broker_floor(app: &TestApp) -> Duration {
         .unwrap();
     let _ = conn.close(200, "".into()).await;
     took
+}
+
+/// A quorum queue bound to every routing key of `exchange`, as a consumer of events would have.
+async fn bound_quorum_queue(ch: &lapin::Channel, queue: &str, exchange: &str) {
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("quorum".into()),
+    );
+    ch.queue_declare(
+        queue.into(),
+        QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        args,
+    )
+    .await
+    .unwrap();
+    ch.queue_bind(
+        queue.into(),
+        exchange.into(),
+        "#".into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
 }
 
 /// Enqueues a sync and waits until it committed and every event is confirmed published.
@@ -222,30 +227,7 @@ async fn main() {
     // Events land in a bound quorum queue, as in the broker floor.
     let conn = app.mq.connect().await;
     let ch = conn.create_channel().await.unwrap();
-    let mut args = FieldTable::default();
-    args.insert(
-        "x-queue-type".into(),
-        AMQPValue::LongString("quorum".into()),
-    );
-    ch.queue_declare(
-        "bench.events".into(),
-        QueueDeclareOptions {
-            durable: true,
-            ..Default::default()
-        },
-        args,
-    )
-    .await
-    .unwrap();
-    ch.queue_bind(
-        "bench.events".into(),
-        broker::EVENTS_EXCHANGE.into(),
-        "#".into(),
-        QueueBindOptions::default(),
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
+    bound_quorum_queue(&ch, "bench.events", broker::EVENTS_EXCHANGE).await;
 
     let page = PAGE.to_string();
     let worker = app.spawn_worker(&["--page-size", &page, "--concurrency", "1"]);
