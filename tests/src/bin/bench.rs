@@ -230,7 +230,11 @@ async fn main() {
     bound_quorum_queue(&ch, "bench.events", broker::EVENTS_EXCHANGE).await;
 
     let page = PAGE.to_string();
-    let worker = app.spawn_worker(&["--page-size", &page, "--concurrency", "1"]);
+    // Production log level: the test default (debug) would time the logging too.
+    let worker = app.spawn_worker_env(
+        &["--page-size", &page, "--concurrency", "1"],
+        &[("RUST_LOG", "info")],
+    );
     let pid = worker.pid();
 
     let initial = timed_sync(&app, id).await;
