@@ -516,35 +516,6 @@ pub struct NewEvent {
     pub payload: String,
 }
 
-pub async fn insert_events(
-    c: &impl GenericClient,
-    integration_id: Uuid,
-    sync_id: Uuid,
-    at: DateTime<Utc>,
-    trace_context: Option<&str>,
-    events: &[NewEvent],
-) -> Result<(), StoreError> {
-    for chunk in events.chunks(BATCH) {
-        let ids: Vec<Uuid> = chunk.iter().map(|e| e.event_id).collect();
-        let types: Vec<&str> = chunk.iter().map(|e| e.event_type).collect();
-        let subjects: Vec<Option<&str>> = chunk.iter().map(|e| e.scim_id.as_deref()).collect();
-        let payloads: Vec<&str> = chunk.iter().map(|e| e.payload.as_str()).collect();
-        // WITH ORDINALITY keeps the order of the batch in `seq`, which is the publish order.
-        // ON CONFLICT: an event id never changes once written; a re-run writes nothing twice.
-        // The outbox row goes in with the event, in the same statement and transaction.
-        c.execute(
-            "WITH ins AS (INSERT INTO events (event_id, integration_id, sync_id, type, scim_id, occurred_at, payload, trace_context) \
-             SELECT t.id, $1, $2, t.ty, t.subject, $3, t.payload::json, $8::text::json \
-             FROM unnest($4::uuid[], $5::text[], $6::text[], $7::text[]) WITH ORDINALITY AS t(id, ty, subject, payload, n) ORDER BY t.n \
-             ON CONFLICT (event_id) DO NOTHING RETURNING seq) \
-             INSERT INTO outbox (seq, integration_id) SELECT seq, $1 FROM ins",
-            &[&integration_id, &sync_id, &at, &ids, &types, &subjects, &payloads, &trace_context],
-        )
-        .await?;
-    }
-    Ok(())
-}
-
 /// JSON text sent as the `json` type as is (no parse, no re-serialisation on our side).
 #[derive(Debug)]
 struct JsonText<'a>(&'a str);

@@ -229,26 +229,33 @@ async fn sync_in_transaction(
         sync_counts.clone(),
     );
     let t_write = std::time::Instant::now();
-    // Member rows and events go down the one connection pipelined: the next batch is
-    // serialised while Postgres writes the previous one.
+    // Member rows and events go down the one connection pipelined: events are serialised as
+    // the COPY streams them, `sync.completed` last, after the user events it counts.
     let trace = crate::tracecontext::current();
     let trace = (!trace.is_empty())
         .then(|| serde_json::to_string(&trace).expect("a string map serialises"));
+    let user_events = changes.iter().map(|c| {
+        let ev = events::user_event(integration.id, sync_id, now, c);
+        NewEvent {
+            event_id: ev.event_id,
+            event_type: ev.event_type,
+            scim_id: Some(c.user.id.clone()),
+            payload: serde_json::to_string(&ev).expect("events serialise"),
+        }
+    });
+    let completed_event = NewEvent {
+        event_id: completed.event_id,
+        event_type: events::SYNC_COMPLETED,
+        scim_id: None,
+        payload: serde_json::to_string(&completed).expect("events serialise"),
+    };
     let write_events = store::copy_events(
         &tx,
         integration.id,
         sync_id,
         now,
         trace.as_deref(),
-        changes.iter().map(|c| {
-            let ev = events::user_event(integration.id, sync_id, now, c);
-            NewEvent {
-                event_id: ev.event_id,
-                event_type: ev.event_type,
-                scim_id: Some(c.user.id.clone()),
-                payload: serde_json::to_string(&ev).expect("events serialise"),
-            }
-        }),
+        user_events.chain(std::iter::once(completed_event)),
     );
     let (members, evs) = tokio::join!(
         store::write_changes(&tx, integration.id, now, &changes),
@@ -256,21 +263,6 @@ async fn sync_in_transaction(
     );
     members?;
     evs?;
-    let completed_event = NewEvent {
-        event_id: completed.event_id,
-        event_type: events::SYNC_COMPLETED,
-        scim_id: None,
-        payload: serde_json::to_string(&completed).expect("events serialise"),
-    };
-    store::insert_events(
-        &tx,
-        integration.id,
-        sync_id,
-        now,
-        trace.as_deref(),
-        std::slice::from_ref(&completed_event),
-    )
-    .await?;
     let event_count = changes.len() as u64 + 1;
     let stats = client.stats();
     store::record_run(

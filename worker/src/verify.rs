@@ -1,7 +1,7 @@
 //! `opsync verify`: the setup page's "Continue" button, on the command line.
 
 use crate::cli::VerifyArgs;
-use crate::exit;
+use crate::{exit, output};
 use opsync_shared::scim::ScimClient;
 use opsync_shared::verify::{VerifyReport, verify};
 use serde_json::json;
@@ -99,25 +99,11 @@ fn print_report(r: &VerifyReport, as_json: bool) {
 
 fn fail(as_json: bool, e: &opsync_shared::ScimError) -> u8 {
     tracing::debug!(error.kind = e.kind(), "verify failed");
-    if as_json {
-        println!(
-            "{}",
-            json!({"ok": false, "error": {"kind": e.kind(), "class": e.class().as_str(), "message": e.to_string()}})
-        );
-    } else {
-        eprintln!("error[{}]: {e}", e.kind());
-    }
+    output::error(as_json, e.kind(), e.class().as_str(), &e.to_string());
     exit::for_scim(e)
 }
 
 fn fail_input(as_json: bool, kind: &str, message: &str) -> u8 {
-    if as_json {
-        println!(
-            "{}",
-            json!({"ok": false, "error": {"kind": kind, "class": "permanent", "message": message}})
-        );
-    } else {
-        eprintln!("error[{kind}]: {message}");
-    }
+    output::error(as_json, kind, "permanent", message);
     exit::BAD_INPUT
 }
