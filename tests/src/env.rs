@@ -7,7 +7,6 @@
 //! `make test` sets them to the local services.
 
 use rand::Rng;
-use std::sync::OnceLock;
 
 fn var(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
@@ -132,9 +131,10 @@ impl Drop for TestDb {
     }
 }
 
-fn http() -> &'static reqwest::Client {
-    static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
-    CLIENT.get_or_init(reqwest::Client::new)
+/// A client per call: each test has its own tokio runtime, and a pooled connection made on one
+/// runtime dies with it ("runtime dropped the dispatch task" in the next test that reuses it).
+fn http() -> reqwest::Client {
+    reqwest::Client::new()
 }
 
 /// A RabbitMQ vhost of its own, deleted (with everything in it) when dropped.
