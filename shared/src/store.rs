@@ -37,6 +37,13 @@ pub enum StoreError {
     #[error("no integration {id}; list them with `opsync integration list`")]
     IntegrationNotFound { id: Uuid },
     #[error(
+        "integration {integration_id} has no member with SCIM id {scim_id}; find it with `opsync users {integration_id} --search TEXT`"
+    )]
+    MemberNotFound {
+        integration_id: Uuid,
+        scim_id: String,
+    },
+    #[error(
         "migration failed ({detail}); fix the database state it names and run `opsync migrate` again"
     )]
     Migration { detail: String },
@@ -49,6 +56,7 @@ impl StoreError {
             StoreError::Connect { .. } => "database_unavailable",
             StoreError::SchemaOutdated { .. } => "schema_outdated",
             StoreError::IntegrationNotFound { .. } => "integration_not_found",
+            StoreError::MemberNotFound { .. } => "member_not_found",
             StoreError::Migration { .. } => "migration_failed",
         }
     }
@@ -386,7 +394,7 @@ pub async fn delete_integration(c: &impl GenericClient, id: Uuid) -> Result<(), 
     found(n, id)
 }
 
-fn found(n: u64, id: Uuid) -> Result<(), StoreError> {
+pub(crate) fn found(n: u64, id: Uuid) -> Result<(), StoreError> {
     if n == 0 {
         Err(StoreError::IntegrationNotFound { id })
     } else {

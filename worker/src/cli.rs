@@ -37,6 +37,99 @@ pub enum Command {
     /// Dead-lettered jobs: list them, replay them.
     #[command(subcommand)]
     Dlq(DlqCommand),
+    /// Seat allocation and provisioning reports (as of each integration's last successful sync).
+    #[command(subcommand)]
+    Report(ReportCommand),
+    /// List an integration's members.
+    Users(UsersArgs),
+    /// One member: its stored state and provisioning timeline.
+    User(UserArgs),
+}
+
+/// How a listing prints: a table on a terminal, or JSON / CSV for machines.
+#[derive(Args, Debug, Clone, Copy)]
+pub struct FormatArgs {
+    /// Print JSON on stdout.
+    #[arg(long, conflicts_with = "csv")]
+    pub json: bool,
+    /// Print CSV (RFC 4180, with a header row) on stdout.
+    #[arg(long)]
+    pub csv: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ReportCommand {
+    /// Purchased seats, active and suspended members, utilization, unused seats and their cost,
+    /// over-allocation, days to renewal and the projection at renewal.
+    Seats(ReportSeatsArgs),
+    /// Members worth a look before renewal: suspended, suspended again after a reactivation,
+    /// removed from the bridge; each with its evidence.
+    Reclaim(ReportIdArgs),
+    /// Per week: members added, deactivated, reactivated, removed and active at week end.
+    Trend(ReportTrendArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ReportSeatsArgs {
+    /// One integration (default: all of them).
+    pub id: Option<uuid::Uuid>,
+    /// Also write a self-contained HTML page with the summary and a chart (needs ID).
+    #[arg(long, value_name = "FILE", requires = "id")]
+    pub html: Option<PathBuf>,
+    /// Weeks of history in the HTML chart (at most; fewer when the history is shorter).
+    #[arg(long, default_value_t = 26, value_parser = clap::value_parser!(u32).range(1..=520))]
+    pub chart_weeks: u32,
+    #[command(flatten)]
+    pub format: FormatArgs,
+    #[command(flatten)]
+    pub db: DbArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct ReportIdArgs {
+    pub id: uuid::Uuid,
+    #[command(flatten)]
+    pub format: FormatArgs,
+    #[command(flatten)]
+    pub db: DbArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct ReportTrendArgs {
+    pub id: uuid::Uuid,
+    /// Weeks to show, ending with the current one.
+    #[arg(long, default_value_t = 12, value_parser = clap::value_parser!(u32).range(1..=520))]
+    pub weeks: u32,
+    #[command(flatten)]
+    pub format: FormatArgs,
+    #[command(flatten)]
+    pub db: DbArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct UsersArgs {
+    pub id: uuid::Uuid,
+    /// Only members in this state.
+    #[arg(long, value_parser = ["active", "suspended", "removed"])]
+    pub state: Option<String>,
+    /// Only members whose user name, email or display name contains TEXT (any case).
+    #[arg(long, value_name = "TEXT")]
+    pub search: Option<String>,
+    #[command(flatten)]
+    pub format: FormatArgs,
+    #[command(flatten)]
+    pub db: DbArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct UserArgs {
+    pub id: uuid::Uuid,
+    /// The member's SCIM id (see `opsync users ID`).
+    pub scim_id: String,
+    #[command(flatten)]
+    pub format: FormatArgs,
+    #[command(flatten)]
+    pub db: DbArgs,
 }
 
 #[derive(Subcommand, Debug)]
@@ -174,6 +267,8 @@ pub enum IntegrationCommand {
     UpdateToken(UpdateTokenArgs),
     /// Set the number of purchased seats (omit N to clear it).
     SetSeats(SetSeatsArgs),
+    /// Set the subscription facts the seat report uses (only the ones given change).
+    SetPlan(SetPlanArgs),
     /// Stop syncing an integration.
     Disable(IdArgs),
     /// Sync an integration again (also after fixing its bridge).
@@ -248,6 +343,39 @@ pub struct SetSeatsArgs {
     pub db: DbArgs,
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Args, Debug)]
+#[group(id = "plan", required = true, multiple = true, args = ["seats", "price_per_seat", "billing", "renewal"])]
+pub struct SetPlanArgs {
+    pub id: uuid::Uuid,
+    /// Purchased seats.
+    #[arg(long)]
+    pub seats: Option<u32>,
+    /// Price of one seat for one billing period, e.g. 7.99 (with --currency).
+    #[arg(long, value_name = "AMOUNT", requires = "currency", value_parser = parse_amount)]
+    pub price_per_seat: Option<String>,
+    /// ISO 4217 currency of the price, e.g. EUR.
+    #[arg(long, requires = "price_per_seat", value_parser = parse_currency)]
+    pub currency: Option<String>,
+    /// How often the subscription is billed (and renews).
+    #[arg(long, value_parser = ["monthly", "annual"])]
+    pub billing: Option<String>,
+    /// The next renewal date, YYYY-MM-DD.
+    #[arg(long, value_name = "DATE")]
+    pub renewal: Option<chrono::NaiveDate>,
+    #[command(flatten)]
+    pub db: DbArgs,
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_amount(s: &str) -> Result<String, String> {
+    opsync_shared::report::parse_amount(s)
+}
+
+fn parse_currency(s: &str) -> Result<String, String> {
+    opsync_shared::report::parse_currency(s)
 }
 
 #[derive(Args, Debug)]

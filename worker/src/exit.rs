@@ -44,7 +44,7 @@ pub const HELP: &str = "Exit codes:
   9  protocol_error, response_too_large
  10  database_error, database_unavailable
  11  broker_error
- 12  integration_not_found
+ 12  integration_not_found, member_not_found
  13  schema_outdated: run `opsync migrate`
  14  integration_inactive (disabled, needs_credentials, scim_disabled)";
 
@@ -60,7 +60,7 @@ pub fn for_kind(kind: &str) -> u8 {
     match kind {
         "database_error" | "database_unavailable" | "migration_failed" => DATABASE,
         "broker_error" => BROKER,
-        "integration_not_found" => NOT_FOUND,
+        "integration_not_found" | "member_not_found" => NOT_FOUND,
         "schema_outdated" => SCHEMA_OUTDATED,
         "integration_inactive" => INACTIVE,
         "token_undecryptable" | "invalid_job" | "token_key" | "token_source" => BAD_INPUT,

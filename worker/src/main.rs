@@ -33,6 +33,9 @@ fn main() -> std::process::ExitCode {
             Command::Sync(a) => commands::sync::run(a).await,
             Command::Worker(a) => commands::worker::run(a).await,
             Command::Dlq(c) => commands::dlq::run(c).await,
+            Command::Report(c) => commands::report::run(c).await,
+            Command::Users(a) => commands::report::users(a).await,
+            Command::User(a) => commands::report::user(a).await,
         }
     });
     std::process::ExitCode::from(code)

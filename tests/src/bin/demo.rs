@@ -175,6 +175,26 @@ async fn main() {
     )
     .await;
 
+    println!("\n== seats: what Viio shows the customer");
+    let renewal = (chrono::Utc::now().date_naive() + chrono::Duration::days(75)).to_string();
+    env.run(
+        &format!("integration set-plan {id} --price-per-seat 7.99 --currency USD --billing monthly --renewal {renewal}"),
+        &["integration", "set-plan", &id, "--price-per-seat", "7.99", "--currency", "USD", "--billing", "monthly", "--renewal", &renewal],
+    )
+    .await;
+    env.run(&format!("report seats {id}"), &["report", "seats", &id])
+        .await;
+    env.run(&format!("report reclaim {id}"), &["report", "reclaim", &id])
+        .await;
+    let page = std::env::temp_dir().join("opsync-demo-seats.html");
+    let page_arg = page.to_string_lossy().into_owned();
+    env.run(
+        &format!("report seats {id} --html {page_arg}"),
+        &["report", "seats", &id, "--html", &page_arg],
+    )
+    .await;
+    println!("  (open {page_arg} in a browser: the summary and the chart)");
+
     println!("\n== stopping the worker (SIGTERM) and cleaning up");
     if let Some(pid) = worker.id() {
         let _ = std::process::Command::new("kill")

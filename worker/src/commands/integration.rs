@@ -1,7 +1,9 @@
 //! `opsync integration ...`: the seed's setup flow (URL + token -> verify -> name -> save) and
 //! the operator's day-to-day management.
 
-use crate::cli::{AddArgs, IdArgs, IntegrationCommand, ListArgs, SetSeatsArgs, UpdateTokenArgs};
+use crate::cli::{
+    AddArgs, IdArgs, IntegrationCommand, ListArgs, SetPlanArgs, SetSeatsArgs, UpdateTokenArgs,
+};
 use crate::{exit, output};
 use opsync_shared::scim::ScimClient;
 use opsync_shared::store::{self, Integration, NewIntegration};
@@ -16,6 +18,7 @@ pub async fn run(cmd: IntegrationCommand) -> u8 {
         IntegrationCommand::Show(a) => show(a).await,
         IntegrationCommand::UpdateToken(a) => update_token(a).await,
         IntegrationCommand::SetSeats(a) => set_seats(a).await,
+        IntegrationCommand::SetPlan(a) => set_plan(a).await,
         IntegrationCommand::Disable(a) => set_status(a, "disabled").await,
         IntegrationCommand::Enable(a) => set_status(a, "active").await,
         IntegrationCommand::Remove(a) => remove(a).await,
@@ -321,6 +324,25 @@ async fn set_seats(a: SetSeatsArgs) -> u8 {
     }
     .await;
     done(result, a.json, a.id, "seats set")
+}
+
+async fn set_plan(a: SetPlanArgs) -> u8 {
+    let pool = match super::db(&a.db, a.json, 1).await {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    let update = opsync_shared::insight::PlanUpdate {
+        seats: seats(a.seats),
+        price: a.price_per_seat.clone().zip(a.currency.clone()),
+        billing_period: a.billing.clone(),
+        renewal_date: a.renewal,
+    };
+    let result = async {
+        let conn = pool.get().await?;
+        opsync_shared::insight::set_plan(&conn, a.id, &update).await
+    }
+    .await;
+    done(result, a.json, a.id, "plan set")
 }
 
 async fn set_status(a: IdArgs, status: &str) -> u8 {

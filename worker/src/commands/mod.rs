@@ -4,6 +4,7 @@ pub mod admin;
 pub mod dlq;
 pub mod enqueue;
 pub mod integration;
+pub mod report;
 pub mod sync;
 pub mod worker;
 
