@@ -4,9 +4,11 @@
 //! published afterwards, from the database, by any replica: a worker that dies between commit
 //! and publish leaves its events for the next relay pass of any worker. Per integration, one
 //! relay at a time (a transaction-scoped advisory lock) publishes in `seq` order, so each
-//! integration's events reach the broker in the order they happened. Rows are taken with
-//! `FOR UPDATE SKIP LOCKED`. Publishing is at-least-once: a crash after the broker's confirm
-//! and before the mark publishes again, with the same `message_id`, which consumers dedupe.
+//! integration's events reach the broker in the order they happened. The outbox holds one
+//! row per sync (its `seq` range and how far it is confirmed), not one per event: a sync of
+//! 100,000 members adds one row, and the relay moves its mark once per pass. Publishing is
+//! at-least-once: a crash after the broker's confirm and before the mark publishes again,
+//! with the same `message_id`, which consumers dedupe.
 
 use crate::broker::{self, BrokerError, EVENTS_EXCHANGE};
 use crate::store::{self, PendingEvent, StoreError};
@@ -18,16 +20,18 @@ use lapin::{BasicProperties, Channel};
 /// Events published per transaction: bounds the work lost to a crash and the locks held.
 pub const BATCH: i64 = 2_500;
 
-fn properties(e: &PendingEvent) -> BasicProperties {
-    // The producing job's trace context travels on with its events.
+/// The AMQP headers carrying a trace context (JSON object of propagation fields).
+fn trace_headers(trace_context: Option<&str>) -> lapin::types::FieldTable {
     let mut headers = lapin::types::FieldTable::default();
-    if let Some(fields) = e
-        .trace_context
-        .as_deref()
+    if let Some(fields) = trace_context
         .and_then(|t| serde_json::from_str::<std::collections::BTreeMap<String, String>>(t).ok())
     {
         crate::tracecontext::into_headers(&fields, &mut headers);
     }
+    headers
+}
+
+fn properties(e: &PendingEvent, headers: lapin::types::FieldTable) -> BasicProperties {
     BasicProperties::default()
         .with_headers(headers)
         .with_content_type("application/json".into())
@@ -37,6 +41,10 @@ fn properties(e: &PendingEvent) -> BasicProperties {
         .with_app_id("opsync".into())
         .with_timestamp(chrono::Utc::now().timestamp().max(0) as u64)
 }
+
+/// Batches one relay transaction publishes before it commits its marks: bounds what a crash
+/// republishes (at most this many batches) while sparing a commit per batch.
+pub const BATCHES_PER_PASS: usize = 10;
 
 /// Publishes everything pending now; returns how many events were published.
 pub async fn publish_pending(
@@ -51,9 +59,9 @@ pub async fn publish_pending(
     };
     for integration in integrations {
         loop {
-            let n = publish_batch(pool, ch, integration, metrics).await?;
+            let (n, more) = publish_pass(pool, ch, integration, metrics).await?;
             published += n;
-            if n < BATCH as u64 {
+            if !more {
                 break;
             }
         }
@@ -61,28 +69,109 @@ pub async fn publish_pending(
     Ok(published)
 }
 
-/// One batch of one integration: claim, publish with confirms, mark, commit.
-async fn publish_batch(
+/// Up to [`BATCHES_PER_PASS`] batches of the integration's oldest pending sync in one
+/// transaction: claim, then per batch publish and collect the confirms, then record how far
+/// the sync is confirmed and commit. The next batch is read while the broker confirms the
+/// current one (reading publishes nothing, so the order on the broker stays the `seq`
+/// order); the broker still sees exactly the publish-then-confirm rhythm of the broker floor
+/// in `make bench`. Returns the events published and whether more may be pending.
+async fn publish_pass(
     pool: &Pool,
     ch: &Channel,
     integration: uuid::Uuid,
     metrics: Option<&crate::metrics::Metrics>,
-) -> Result<u64, SyncError> {
+) -> Result<(u64, bool), SyncError> {
     let mut conn = pool.get().await.map_err(StoreError::from)?;
     let tx = conn.transaction().await.map_err(StoreError::from)?;
     if !store::try_claim_outbox(&tx, integration).await? {
         // Another relay is on it.
-        return Ok(0);
+        return Ok((0, false));
     }
-    let events = store::pending_events(&tx, integration, BATCH).await?;
-    if events.is_empty() {
-        return Ok(0);
+    let Some(sync) = store::next_outbox_sync(&tx, integration).await? else {
+        return Ok((0, false));
+    };
+    let mut batch = store::pending_events(&tx, &sync, sync.published_seq, BATCH).await?;
+    let mut published_to = sync.published_seq;
+    let mut count = 0i64;
+    let mut failure: Option<SyncError> = None;
+    let mut capped = false;
+    let mut batches = 0;
+    while !batch.is_empty() {
+        batches += 1;
+        let last = batch.last().map(|e| e.seq).unwrap_or_default();
+        let full = batch.len() as i64 == BATCH;
+        let read_next = full && batches < BATCHES_PER_PASS;
+        let (published, next) = tokio::join!(publish_batch(ch, &batch, metrics), async {
+            if read_next {
+                store::pending_events(&tx, &sync, last, BATCH)
+                    .await
+                    .map(Some)
+            } else {
+                Ok(None)
+            }
+        });
+        let (ok, err) = published;
+        if let Some(&seq) = ok.last() {
+            published_to = seq;
+        }
+        count += ok.len() as i64;
+        if let Some(e) = err {
+            failure = Some(e.into());
+            break;
+        }
+        match next {
+            Ok(Some(n)) => batch = n,
+            Ok(None) => {
+                capped = full;
+                break;
+            }
+            Err(e) => {
+                failure = Some(e.into());
+                break;
+            }
+        }
     }
-    // Pipelined: send the whole batch, then collect the confirms. Waiting for each confirm
-    // before the next publish would cost one broker round trip per event.
+    // Only the confirmed prefix counts: what follows a failure stays pending, in order. A
+    // sync whose events are all confirmed leaves the outbox.
+    let finished = if failure.is_none() && !capped {
+        // Everything of the sync up to its last seq was read and confirmed.
+        store::mark_published(&tx, &sync, sync.last_seq, count).await?
+    } else {
+        store::mark_published(&tx, &sync, published_to, count).await?
+    };
+    tx.commit().await.map_err(StoreError::from)?;
+    match failure {
+        Some(err) => {
+            tracing::warn!(integration_id = %integration, published = count, error = %err, "outbox pass partly published");
+            Err(err)
+        }
+        None => Ok((count as u64, finished || capped)),
+    }
+}
+
+/// Publishes one batch pipelined (send it all, then collect the confirms: waiting for each
+/// confirm before the next publish would cost one broker round trip per event). Returns the
+/// seqs of the confirmed prefix and the error that ended it, if any.
+async fn publish_batch(
+    ch: &Channel,
+    events: &[PendingEvent],
+    metrics: Option<&crate::metrics::Metrics>,
+) -> (Vec<i64>, Option<BrokerError>) {
     let mut confirms = Vec::with_capacity(events.len());
     let mut send_error = None;
-    for e in &events {
+    // The producing job's trace context travels on with its events. A sync's events share
+    // one, so it is parsed once per run of equal contexts, not once per event.
+    let mut headers: Option<(Option<&str>, lapin::types::FieldTable)> = None;
+    for e in events {
+        let context = e.trace_context.as_deref();
+        let h = match &headers {
+            Some((c, h)) if *c == context => h.clone(),
+            _ => {
+                let h = trace_headers(context);
+                headers = Some((context, h.clone()));
+                h
+            }
+        };
         match ch
             .basic_publish(
                 EVENTS_EXCHANGE.into(),
@@ -92,7 +181,7 @@ async fn publish_batch(
                     ..Default::default()
                 },
                 e.payload.as_bytes(),
-                properties(e),
+                properties(e, h),
             )
             .await
         {
@@ -103,10 +192,9 @@ async fn publish_batch(
             }
         }
     }
-    // Mark the confirmed prefix only: what follows a failure stays pending, in order.
     let mut confirmed = Vec::with_capacity(confirms.len());
     let mut failure = send_error;
-    for (c, e) in confirms.into_iter().zip(&events) {
+    for (c, e) in confirms.into_iter().zip(events) {
         if failure.is_some() {
             // Still drain the confirms so the channel's bookkeeping stays right.
             let _ = c.await;
@@ -130,15 +218,5 @@ async fn publish_batch(
             Err(err) => failure = Some(err),
         }
     }
-    if !confirmed.is_empty() {
-        store::mark_published(&tx, &confirmed).await?;
-        tx.commit().await.map_err(StoreError::from)?;
-    }
-    match failure {
-        Some(err) => {
-            tracing::warn!(integration_id = %integration, published = confirmed.len(), error = %err, "outbox batch partly published");
-            Err(err.into())
-        }
-        None => Ok(confirmed.len() as u64),
-    }
+    (confirmed, failure)
 }

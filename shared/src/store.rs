@@ -383,15 +383,28 @@ pub async fn clear_release_removals(c: &impl GenericClient, id: Uuid) -> Result<
     Ok(())
 }
 
-pub async fn delete_integration(c: &impl GenericClient, id: Uuid) -> Result<(), StoreError> {
-    // One statement, so the outbox (no foreign key) goes with the integration atomically.
-    let n = c
+pub async fn delete_integration(
+    conn: &mut deadpool_postgres::Client,
+    id: Uuid,
+) -> Result<(), StoreError> {
+    // The sync lock first: a running sync of this integration commits before the delete, and
+    // its rows go with the rest. `events` and `directory_users` carry no foreign key (a
+    // per-row check on 100,000 inserts costs more than it protects, V5), so they are deleted
+    // here, with the outbox, in the statement that deletes the integration.
+    let tx = conn.transaction().await?;
+    lock_integration(&tx, id).await?;
+    let n = tx
         .execute(
-            "WITH o AS (DELETE FROM outbox WHERE integration_id = $1) DELETE FROM integrations WHERE id = $1",
+            "WITH o AS (DELETE FROM outbox WHERE integration_id = $1), \
+                  e AS (DELETE FROM events WHERE integration_id = $1), \
+                  d AS (DELETE FROM directory_users WHERE integration_id = $1) \
+             DELETE FROM integrations WHERE id = $1",
             &[&id],
         )
         .await?;
-    found(n, id)
+    found(n, id)?;
+    tx.commit().await?;
+    Ok(())
 }
 
 pub(crate) fn found(n: u64, id: Uuid) -> Result<(), StoreError> {
@@ -415,6 +428,19 @@ pub async fn lock_integration(c: &impl GenericClient, id: Uuid) -> Result<(), St
     )
     .await?;
     Ok(())
+}
+
+/// True when the integration has no stored member at all (before its first successful sync).
+pub async fn directory_is_empty(
+    c: &impl GenericClient,
+    integration_id: Uuid,
+) -> Result<bool, StoreError> {
+    Ok(c.query_one(
+        "SELECT NOT EXISTS (SELECT 1 FROM directory_users WHERE integration_id = $1)",
+        &[&integration_id],
+    )
+    .await?
+    .get(0))
 }
 
 pub async fn job_succeeded(c: &impl GenericClient, job_id: Uuid) -> Result<bool, StoreError> {
@@ -546,7 +572,8 @@ impl tokio_postgres::types::ToSql for JsonText<'_> {
 }
 
 /// Writes many events with binary `COPY` (several times faster than an `INSERT` for 100,000
-/// rows), streaming them as `events` yields them, then puts them in the outbox. Event ids are
+/// rows), streaming them as `events` yields them ([`enqueue_outbox`] then names them for the
+/// relay). Event ids are
 /// unique: a job never commits twice (the job-id check under the integration lock), so a
 /// repeated id here is a bug and fails the transaction.
 pub async fn copy_events(
@@ -559,11 +586,6 @@ pub async fn copy_events(
 ) -> Result<(), StoreError> {
     use tokio_postgres::binary_copy::BinaryCopyInWriter;
     use tokio_postgres::types::Type;
-    // Everything this copy inserts gets a seq above the current maximum.
-    let floor: i64 = tx
-        .query_one("SELECT coalesce(max(seq), 0) FROM events", &[])
-        .await?
-        .get(0);
     let sink = tx
         .copy_in("COPY events (event_id, integration_id, sync_id, type, scim_id, occurred_at, payload, trace_context) FROM STDIN BINARY")
         .await?;
@@ -598,9 +620,30 @@ pub async fn copy_events(
             .await?;
     }
     writer.finish().await?;
-    tx.execute(
-        "INSERT INTO outbox (seq, integration_id) SELECT seq, $1 FROM events WHERE seq > $2 AND sync_id = $3",
-        &[&integration_id, &floor, &sync_id],
+    Ok(())
+}
+
+/// The highest event `seq` committed so far: every event written after this call gets a
+/// higher one (sequence values only grow), which is how a sync finds its own events again.
+pub async fn max_event_seq(c: &impl GenericClient) -> Result<i64, StoreError> {
+    Ok(c.query_one("SELECT coalesce(max(seq), 0) FROM events", &[])
+        .await?
+        .get(0))
+}
+
+/// Puts a sync's events in the outbox: one row naming their `seq` range (found above
+/// `floor`, from [`max_event_seq`] before the sync wrote any). In the sync's transaction.
+pub async fn enqueue_outbox(
+    c: &impl GenericClient,
+    integration_id: Uuid,
+    sync_id: Uuid,
+    floor: i64,
+) -> Result<(), StoreError> {
+    c.execute(
+        "INSERT INTO outbox (sync_id, integration_id, first_seq, last_seq, published_seq, events) \
+         SELECT $2, $1, min(seq), max(seq), min(seq) - 1, count(*) FROM events WHERE seq > $3 AND sync_id = $2 \
+         HAVING count(*) > 0",
+        &[&integration_id, &sync_id, &floor],
     )
     .await?;
     Ok(())
@@ -679,7 +722,7 @@ pub async fn integrations_with_pending_events(
 ) -> Result<Vec<Uuid>, StoreError> {
     let rows = c
         .query(
-            "SELECT integration_id FROM outbox GROUP BY integration_id ORDER BY min(seq) LIMIT 100",
+            "SELECT integration_id FROM outbox GROUP BY integration_id ORDER BY min(first_seq) LIMIT 100",
             &[],
         )
         .await?;
@@ -699,19 +742,45 @@ pub async fn try_claim_outbox(
         .get(0))
 }
 
-/// The next unpublished events of one integration, in order, locked for this transaction.
-pub async fn pending_events(
+/// One sync's place in the outbox.
+#[derive(Debug, Clone, Copy)]
+pub struct OutboxSync {
+    pub sync_id: Uuid,
+    pub published_seq: i64,
+    pub last_seq: i64,
+}
+
+/// The integration's oldest sync with unpublished events, locked for this transaction.
+pub async fn next_outbox_sync(
     c: &impl GenericClient,
     integration_id: Uuid,
+) -> Result<Option<OutboxSync>, StoreError> {
+    Ok(c.query_opt(
+        "SELECT sync_id, published_seq, last_seq FROM outbox WHERE integration_id = $1 \
+             ORDER BY first_seq LIMIT 1 FOR UPDATE",
+        &[&integration_id],
+    )
+    .await?
+    .map(|r| OutboxSync {
+        sync_id: r.get(0),
+        published_seq: r.get(1),
+        last_seq: r.get(2),
+    }))
+}
+
+/// The next events of one sync after `after_seq`, in order: a range of the primary key,
+/// filtered to the sync (other integrations' events may sit in between).
+pub async fn pending_events(
+    c: &impl GenericClient,
+    sync: &OutboxSync,
+    after_seq: i64,
     limit: i64,
 ) -> Result<Vec<PendingEvent>, StoreError> {
     let rows = c
         .query(
-            // The outbox rows are picked (and locked) first, then their events fetched by key:
-            // a join sorted after the fact reads the whole backlog for every batch.
-            "SELECT e.seq, e.event_id, e.type, e.payload::text, e.trace_context::text FROM events e WHERE e.seq IN \
-             (SELECT seq FROM outbox WHERE integration_id = $1 ORDER BY seq LIMIT $2 FOR UPDATE SKIP LOCKED) ORDER BY e.seq",
-            &[&integration_id, &limit],
+            "SELECT seq, event_id, type, payload::text, trace_context::text FROM events \
+             WHERE seq > $2 AND seq <= $3 AND sync_id = $1 ORDER BY seq LIMIT $4",
+            &[&sync.sync_id, &after_seq, &sync.last_seq, &limit],
         )
         .await?;
     Ok(rows
@@ -726,17 +795,33 @@ pub async fn pending_events(
         .collect())
 }
 
-pub async fn mark_published(c: &impl GenericClient, seqs: &[i64]) -> Result<(), StoreError> {
-    c.execute("DELETE FROM outbox WHERE seq = ANY($1)", &[&seqs])
-        .await?;
-    Ok(())
+/// Records that a sync's events up to `published_seq` are confirmed (`count` more of them);
+/// the row goes once all are. Returns true when the sync is done.
+pub async fn mark_published(
+    c: &impl GenericClient,
+    sync: &OutboxSync,
+    published_seq: i64,
+    count: i64,
+) -> Result<bool, StoreError> {
+    if published_seq >= sync.last_seq {
+        c.execute("DELETE FROM outbox WHERE sync_id = $1", &[&sync.sync_id])
+            .await?;
+        return Ok(true);
+    }
+    c.execute(
+        "UPDATE outbox SET published_seq = $2, published_events = published_events + $3::int WHERE sync_id = $1",
+        &[&sync.sync_id, &published_seq, &(count as i32)],
+    )
+    .await?;
+    Ok(false)
 }
 
 /// Unpublished events and the age of the oldest, for metrics and readiness.
 pub async fn outbox_backlog(c: &impl GenericClient) -> Result<(i64, Option<f64>), StoreError> {
     let row = c
         .query_one(
-            "SELECT count(*), extract(epoch FROM now() - min(e.occurred_at))::float8 FROM outbox o JOIN events e ON e.seq = o.seq",
+            "SELECT coalesce(sum(events - published_events), 0)::bigint, \
+                    extract(epoch FROM now() - min(created_at))::float8 FROM outbox",
             &[],
         )
         .await?;

@@ -3,8 +3,10 @@
 //!
 //! Why one transaction that spans the download: the advisory lock that serialises syncs of
 //! one integration is transaction-scoped, so it can never outlive a dead worker; and nothing
-//! is written until everything is known, so a sync interrupted anywhere (bridge failure
-//! mid-paging, worker killed, database lost) commits nothing partial.
+//! is committed until everything is known, so a sync interrupted anywhere (bridge failure
+//! mid-paging, worker killed, database lost) commits nothing partial. (An initial sync writes
+//! its pages inside the transaction as they arrive: writing overlaps the download, committing
+//! still waits for the end.)
 
 use crate::broker::BrokerError;
 use crate::crypto::{KeyError, Keyring};
@@ -165,10 +167,42 @@ async fn sync_in_transaction(
         client.set_metrics(m.clone());
     }
     let t_read = std::time::Instant::now();
-    let result = read_bridge(&mut client, &integration, &tx, progress).await;
+    let trace = crate::tracecontext::current();
+    let trace = (!trace.is_empty())
+        .then(|| serde_json::to_string(&trace).expect("a string map serialises"));
+    // With nothing stored, every listed member is an addition: the initial sync writes each
+    // page as it arrives, while the next one downloads, instead of diffing the whole listing
+    // afterwards. Still in this transaction: a failure anywhere commits none of it.
+    let initial = store::directory_is_empty(&tx, integration.id).await?;
+    // This sync's events will all have a higher seq: the outbox row names them by it.
+    let seq_floor = store::max_event_seq(&tx).await?;
+    let streamed_at = Utc::now();
+    let (result, streamed) = if initial {
+        let (pages_tx, pages_rx) = tokio::sync::mpsc::channel(4);
+        let reader = async {
+            let pages_tx = pages_tx;
+            read_bridge(&mut client, &integration, &tx, progress, Some(&pages_tx)).await
+        };
+        let writer = write_pages(
+            &tx,
+            integration.id,
+            sync_id,
+            streamed_at,
+            trace.as_deref(),
+            pages_rx,
+        );
+        let (r, w) = tokio::join!(reader, writer);
+        (r, Some(w))
+    } else {
+        (
+            read_bridge(&mut client, &integration, &tx, progress, None).await,
+            None,
+        )
+    };
     // Keep the request counts for the run row even when the read failed.
     copy_stats(&client.stats(), stats_out);
     let snapshot = result?;
+    let streamed_added = streamed.transpose()?;
     let read_ms = t_read.elapsed().as_millis() as u64;
     if let Some(m) = &deps.metrics {
         m.users_seen.inc_by(snapshot.users.len() as u64);
@@ -177,18 +211,20 @@ async fn sync_in_transaction(
     let digest = directory::digest(&snapshot.users);
     // The stored directory equals the last snapshot whose digest was kept: the same digest now
     // means nothing changed, and the directory need not even be loaded.
-    let unchanged = consistent && integration.snapshot_digest.as_deref() == Some(&digest[..]);
-    let stored = if unchanged {
+    // Nothing to diff: the initial sync wrote its additions already, or nothing changed.
+    let skip_diff = streamed_added.is_some()
+        || (consistent && integration.snapshot_digest.as_deref() == Some(&digest[..]));
+    let stored = if skip_diff {
         Vec::new()
     } else {
         store::load_directory(&tx, integration.id).await?
     };
-    let mut changes = if unchanged {
+    let mut changes = if skip_diff {
         Vec::new()
     } else {
         directory::diff(&stored, &snapshot.users, consistent)
     };
-    let (removals_held, hold_reason) = if unchanged {
+    let (removals_held, hold_reason) = if skip_diff {
         (0, None)
     } else if consistent {
         let present = stored.iter().filter(|s| !s.removed).count();
@@ -212,7 +248,10 @@ async fn sync_in_transaction(
     };
     // After this sync the directory equals the snapshot unless something was held.
     let new_digest = (consistent && removals_held == 0).then_some(digest);
-    let counts = ChangeCounts::of(&changes);
+    let mut counts = ChangeCounts::of(&changes);
+    if let Some(added) = streamed_added {
+        counts.added = added;
+    }
     let now = Utc::now();
     let users = snapshot.users.len() as u64;
     let active = snapshot.active_count();
@@ -231,18 +270,9 @@ async fn sync_in_transaction(
     let t_write = std::time::Instant::now();
     // Member rows and events go down the one connection pipelined: events are serialised as
     // the COPY streams them, `sync.completed` last, after the user events it counts.
-    let trace = crate::tracecontext::current();
-    let trace = (!trace.is_empty())
-        .then(|| serde_json::to_string(&trace).expect("a string map serialises"));
-    let user_events = changes.iter().map(|c| {
-        let ev = events::user_event(integration.id, sync_id, now, c);
-        NewEvent {
-            event_id: ev.event_id,
-            event_type: ev.event_type,
-            scim_id: Some(c.user.id.clone()),
-            payload: serde_json::to_string(&ev).expect("events serialise"),
-        }
-    });
+    let user_events = changes
+        .iter()
+        .map(|c| new_event(integration.id, sync_id, now, c));
     let completed_event = NewEvent {
         event_id: completed.event_id,
         event_type: events::SYNC_COMPLETED,
@@ -263,7 +293,8 @@ async fn sync_in_transaction(
     );
     members?;
     evs?;
-    let event_count = changes.len() as u64 + 1;
+    store::enqueue_outbox(&tx, integration.id, sync_id, seq_floor).await?;
+    let event_count = changes.len() as u64 + streamed_added.unwrap_or(0) + 1;
     let stats = client.stats();
     store::record_run(
         &tx,
@@ -306,7 +337,7 @@ async fn sync_in_transaction(
         .iter()
         .filter(|c| c.kind == ChangeKind::Removed)
         .count();
-    tracing::info!(integration_id = %integration.id, users, changes = changes.len(), removed, read_ms, write_ms, "sync committed");
+    tracing::info!(integration_id = %integration.id, users, changes = changes.len() as u64 + streamed_added.unwrap_or(0), removed, read_ms, write_ms, initial, "sync committed");
     Ok(JobOutcome::Completed(SyncSummary {
         integration_id: integration.id,
         job_id: job.job_id,
@@ -366,12 +397,79 @@ fn copy_stats(from: &ClientStats, to: &ClientStats) {
     to.retries.store(ClientStats::get(&from.retries), Relaxed);
 }
 
+/// The stored event for one change.
+fn new_event(
+    integration_id: Uuid,
+    sync_id: Uuid,
+    at: chrono::DateTime<Utc>,
+    c: &directory::Change<'_>,
+) -> NewEvent {
+    let ev = events::user_event(integration_id, sync_id, at, c);
+    NewEvent {
+        event_id: ev.event_id,
+        event_type: ev.event_type,
+        scim_id: Some(c.user.id.clone()),
+        payload: serde_json::to_string(&ev).expect("events serialise"),
+    }
+}
+
+/// The initial sync's writer: each page's members (the first copy of each id; a repeated id
+/// makes the snapshot doubtful anyway) as `added`, member rows and events together, while
+/// the reader fetches the next page. Returns how many members it added.
+async fn write_pages(
+    tx: &deadpool_postgres::Transaction<'_>,
+    integration_id: Uuid,
+    sync_id: Uuid,
+    at: chrono::DateTime<Utc>,
+    trace: Option<&str>,
+    mut pages: tokio::sync::mpsc::Receiver<Vec<crate::scim::ScimUser>>,
+) -> Result<u64, SyncError> {
+    let mut seen: std::collections::HashSet<String> = std::collections::HashSet::new();
+    let mut added = 0u64;
+    while let Some(first) = pages.recv().await {
+        // Whatever else has arrived meanwhile goes in the same statements: a writer that
+        // falls behind writes bigger batches instead of more of them.
+        let mut batch = first;
+        while batch.len() < store::BATCH {
+            match pages.try_recv() {
+                Ok(more) => batch.extend(more),
+                Err(_) => break,
+            }
+        }
+        let changes: Vec<directory::Change<'_>> = batch
+            .iter()
+            .filter(|u| seen.insert(u.id.clone()))
+            .map(|u| directory::Change {
+                kind: ChangeKind::Added,
+                user: u,
+                previous: None,
+                changed_fields: Vec::new(),
+            })
+            .collect();
+        if changes.is_empty() {
+            continue;
+        }
+        let events = changes
+            .iter()
+            .map(|c| new_event(integration_id, sync_id, at, c));
+        let (members, evs) = tokio::join!(
+            store::write_changes(tx, integration_id, at, &changes),
+            store::copy_events(tx, integration_id, sync_id, at, trace, events)
+        );
+        members?;
+        evs?;
+        added += changes.len() as u64;
+    }
+    Ok(added)
+}
+
 /// Uses the stored SCIM base, or discovers and stores it (within the sync's transaction).
 async fn read_bridge(
     client: &mut ScimClient,
     integration: &store::Integration,
     tx: &deadpool_postgres::Transaction<'_>,
     progress: impl FnMut(u64, Option<u64>),
+    pages: Option<&tokio::sync::mpsc::Sender<Vec<crate::scim::ScimUser>>>,
 ) -> Result<crate::scim::Snapshot, SyncError> {
     match integration
         .scim_base
@@ -385,7 +483,7 @@ async fn read_bridge(
             client.set_base(d.base);
         }
     }
-    Ok(client.list_users(progress).await?)
+    Ok(client.list_users_to(progress, pages).await?)
 }
 
 /// Records a failed run in its own short transaction. A failure to record is logged, not

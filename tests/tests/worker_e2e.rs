@@ -284,7 +284,11 @@ async fn events_left_by_a_dead_worker_are_published_by_another() {
     let job = app.enqueue(id).await;
     assert!(app.wait_for_job(job.job_id, WAIT).await);
     first.kill9().await;
-    assert_eq!(app.count("SELECT count(*) FROM outbox").await, 51);
+    assert_eq!(
+        app.count("SELECT coalesce(sum(events - published_events), 0)::bigint FROM outbox")
+            .await,
+        51
+    );
     events.assert_quiet(Duration::from_secs(1)).await;
     let _second = app.spawn_worker(&[]);
     let got = events.until_completed(1, WAIT).await;
@@ -460,4 +464,80 @@ async fn metrics_after_a_sync() {
     }
     assert!(ok, "the retried job is counted:\n{}", scrape().await);
     assert!(scrape().await.contains("opsync_bridge_retries_total"));
+}
+
+/// The initial sync writes its pages while it downloads: a failure on a later page must still
+/// leave nothing behind, and the retry must add every member exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_initial_sync_failing_mid_listing_commits_nothing() {
+    let app = spawn_app(1200).await;
+    let id = app
+        .add_integration("1Password Production")
+        .await
+        .to_string();
+    // The first pages (and discovery) answer; then the bridge fails for good.
+    app.bridge.inject(
+        FaultRule::on("/Users", Fault::status(500))
+            .skip(5)
+            .times(10_000),
+    );
+    let out = app
+        .opsync()
+        .args(["sync", &id, "--page-size", "100", "--json"])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(8),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let ok_pages = app
+        .bridge
+        .requests()
+        .iter()
+        .filter(|r| r.path.ends_with("/Users") && r.status == 200)
+        .count();
+    assert!(
+        ok_pages >= 2,
+        "the failure came after pages were written ({ok_pages})"
+    );
+    for table in ["directory_users", "events", "outbox"] {
+        assert_eq!(
+            app.count(&format!("SELECT count(*) FROM {table}")).await,
+            0,
+            "{table} after a failed initial sync"
+        );
+    }
+    assert_eq!(
+        app.count("SELECT count(*) FROM sync_runs WHERE outcome = 'failed'")
+            .await,
+        1
+    );
+    app.bridge.clear_faults();
+    let out = app
+        .opsync()
+        .args(["sync", &id, "--page-size", "100", "--json"])
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["summary"]["counts"]["added"], 1200);
+    assert_eq!(
+        app.count("SELECT count(*) FROM directory_users").await,
+        1200
+    );
+    assert_eq!(
+        app.count("SELECT count(DISTINCT scim_id) FROM events WHERE type = 'user.added'")
+            .await,
+        1200
+    );
+    assert_eq!(app.count("SELECT count(*) FROM events").await, 1201);
+    assert_eq!(
+        app.count("SELECT coalesce(sum(events - published_events), 0)::bigint FROM outbox")
+            .await,
+        1201
+    );
 }

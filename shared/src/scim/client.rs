@@ -426,7 +426,19 @@ impl ScimClient {
     /// progress display.
     pub async fn list_users(
         &self,
+        on_page: impl FnMut(u64, Option<u64>),
+    ) -> Result<Snapshot, ScimError> {
+        self.list_users_to(on_page, None).await
+    }
+
+    /// [`Self::list_users`], also sending a copy of each page's users to `pages` as it
+    /// arrives (an initial sync writes them while the next page downloads). The channel is
+    /// bounded, so a slow receiver slows the listing instead of piling pages up in memory;
+    /// a receiver that is gone is ignored (its owner reports its own error).
+    pub async fn list_users_to(
+        &self,
         mut on_page: impl FnMut(u64, Option<u64>),
+        pages: Option<&tokio::sync::mpsc::Sender<Vec<super::ScimUser>>>,
     ) -> Result<Snapshot, ScimError> {
         let users_url = join(&self.base, &["Users"]);
         let mut pager = Pager::new(self.cfg.paging);
@@ -444,6 +456,11 @@ impl ScimClient {
                 detail: format!("page at startIndex {}: {e}", req.start_index),
             })?;
             seen += page.users.len() as u64;
+            if let Some(p) = pages
+                && !page.users.is_empty()
+            {
+                let _ = p.send(page.users.clone()).await;
+            }
             let total = page.total_results;
             pager.ingest(req, page).map_err(paging_error)?;
             on_page(seen, total);

@@ -373,8 +373,8 @@ async fn remove(a: IdArgs) -> u8 {
         Err(code) => return code,
     };
     let result = async {
-        let conn = pool.get().await?;
-        store::delete_integration(&conn, a.id).await
+        let mut conn = pool.get().await?;
+        store::delete_integration(&mut conn, a.id).await
     }
     .await;
     done(result, a.json, a.id, "removed")
