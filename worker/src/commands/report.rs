@@ -68,17 +68,12 @@ async fn seat_reports(
 
 async fn seats(a: ReportSeatsArgs) -> u8 {
     let format = Format::from(a.format);
-    let pool = match super::db(&a.db, format.json(), 1).await {
-        Ok(p) => p,
-        Err(code) => return code,
-    };
-    let result = async {
-        let conn = pool.get().await?;
-        let reports = seat_reports(&conn, a.id).await?;
+    let (reports, page) = match super::with_conn(&a.db, format.json(), async |conn| {
+        let reports = seat_reports(conn, a.id).await?;
         let page = match (a.id, &a.html) {
             (Some(id), Some(_)) => {
-                let activity = insight::weekly_activity(&conn, id).await?;
-                let history = insight::seat_history(&conn, id).await?;
+                let activity = insight::weekly_activity(conn, id).await?;
+                let history = insight::seat_history(conn, id).await?;
                 // The chart spans the history it has, up to --chart-weeks.
                 let weeks = report::weeks_of_history(&activity, today(), a.chart_weeks);
                 let trend = report::weekly_trend(&activity, today(), weeks);
@@ -89,11 +84,11 @@ async fn seats(a: ReportSeatsArgs) -> u8 {
             _ => None,
         };
         Ok::<_, StoreError>((reports, page))
-    }
-    .await;
-    let (reports, page) = match result {
+    })
+    .await
+    {
         Ok(r) => r,
-        Err(e) => return super::store_error(format.json(), &e),
+        Err(code) => return code,
     };
     if let (Some(path), Some(page)) = (&a.html, page)
         && let Err(e) = std::fs::write(path, page)
@@ -267,23 +262,18 @@ fn period(billing: &str) -> &'static str {
 
 async fn reclaim(a: ReportIdArgs) -> u8 {
     let format = Format::from(a.format);
-    let pool = match super::db(&a.db, format.json(), 1).await {
-        Ok(p) => p,
-        Err(code) => return code,
-    };
-    let result = async {
-        let conn = pool.get().await?;
-        let alloc = insight::seat_allocation(&conn, Some(a.id)).await?;
-        let (members, timeline) = insight::reclaim_candidates(&conn, a.id).await?;
+    let (fresh, findings) = match super::with_conn(&a.db, format.json(), async |conn| {
+        let alloc = insight::seat_allocation(conn, Some(a.id)).await?;
+        let (members, timeline) = insight::reclaim_candidates(conn, a.id).await?;
         Ok::<_, StoreError>((
             report::freshness(&alloc[0]),
             report::reclaim(&members, &timeline, Utc::now()),
         ))
-    }
-    .await;
-    let (fresh, findings) = match result {
+    })
+    .await
+    {
         Ok(r) => r,
-        Err(e) => return super::store_error(format.json(), &e),
+        Err(code) => return code,
     };
     if format == Format::Json {
         println!(
@@ -351,23 +341,18 @@ async fn reclaim(a: ReportIdArgs) -> u8 {
 
 async fn trend(a: ReportTrendArgs) -> u8 {
     let format = Format::from(a.format);
-    let pool = match super::db(&a.db, format.json(), 1).await {
-        Ok(p) => p,
-        Err(code) => return code,
-    };
-    let result = async {
-        let conn = pool.get().await?;
-        let alloc = insight::seat_allocation(&conn, Some(a.id)).await?;
-        let activity = insight::weekly_activity(&conn, a.id).await?;
+    let (fresh, weeks) = match super::with_conn(&a.db, format.json(), async |conn| {
+        let alloc = insight::seat_allocation(conn, Some(a.id)).await?;
+        let activity = insight::weekly_activity(conn, a.id).await?;
         Ok::<_, StoreError>((
             report::freshness(&alloc[0]),
             report::weekly_trend(&activity, today(), a.weeks),
         ))
-    }
-    .await;
-    let (fresh, weeks) = match result {
+    })
+    .await
+    {
         Ok(r) => r,
-        Err(e) => return super::store_error(format.json(), &e),
+        Err(code) => return code,
     };
     if format == Format::Json {
         println!(
@@ -408,18 +393,13 @@ async fn trend(a: ReportTrendArgs) -> u8 {
 
 pub async fn users(a: UsersArgs) -> u8 {
     let format = Format::from(a.format);
-    let pool = match super::db(&a.db, format.json(), 1).await {
-        Ok(p) => p,
+    let members = match super::with_conn(&a.db, format.json(), async |conn| {
+        insight::members(conn, a.id, a.state.as_deref(), a.search.as_deref()).await
+    })
+    .await
+    {
+        Ok(r) => r,
         Err(code) => return code,
-    };
-    let result = async {
-        let conn = pool.get().await?;
-        insight::members(&conn, a.id, a.state.as_deref(), a.search.as_deref()).await
-    }
-    .await;
-    let members = match result {
-        Ok(m) => m,
-        Err(e) => return super::store_error(format.json(), &e),
     };
     if format == Format::Json {
         println!("{}", json!(members));
@@ -461,18 +441,13 @@ pub async fn users(a: UsersArgs) -> u8 {
 
 pub async fn user(a: UserArgs) -> u8 {
     let format = Format::from(a.format);
-    let pool = match super::db(&a.db, format.json(), 1).await {
-        Ok(p) => p,
+    let (member, timeline) = match super::with_conn(&a.db, format.json(), async |conn| {
+        insight::member_with_timeline(conn, a.id, &a.scim_id).await
+    })
+    .await
+    {
+        Ok(r) => r,
         Err(code) => return code,
-    };
-    let result = async {
-        let conn = pool.get().await?;
-        insight::member_with_timeline(&conn, a.id, &a.scim_id).await
-    }
-    .await;
-    let (member, timeline) = match result {
-        Ok(m) => m,
-        Err(e) => return super::store_error(format.json(), &e),
     };
     if format == Format::Json {
         println!("{}", json!({"member": member, "timeline": timeline}));
