@@ -17,7 +17,9 @@ use deadpool_postgres::Pool;
 use lapin::options::BasicPublishOptions;
 use lapin::{BasicProperties, Channel};
 
-/// Events published per transaction: bounds the work lost to a crash and the locks held.
+/// Width of a relay batch in `seq` values, so at most this many events (exactly this many
+/// when no other integration's events are interleaved): published, then confirmed, then the
+/// next.
 pub const BATCH: i64 = 2_500;
 
 /// The AMQP headers carrying a trace context (JSON object of propagation fields).
@@ -90,20 +92,21 @@ async fn publish_pass(
     let Some(sync) = store::next_outbox_sync(&tx, integration).await? else {
         return Ok((0, false));
     };
-    let mut batch = store::pending_events(&tx, &sync, sync.published_seq, BATCH).await?;
-    let mut published_to = sync.published_seq;
+    // Batches are windows of BATCH seq values: (cursor, cursor + BATCH].
+    let window_end = |from: i64| (from + BATCH).min(sync.last_seq);
+    let mut cursor = sync.published_seq;
+    let mut end = window_end(cursor);
+    let mut batch = store::pending_events(&tx, &sync, cursor, end).await?;
     let mut count = 0i64;
     let mut failure: Option<SyncError> = None;
-    let mut capped = false;
     let mut batches = 0;
-    while !batch.is_empty() {
+    loop {
         batches += 1;
-        let last = batch.last().map(|e| e.seq).unwrap_or_default();
-        let full = batch.len() as i64 == BATCH;
-        let read_next = full && batches < BATCHES_PER_PASS;
+        let read_next = end < sync.last_seq && batches < BATCHES_PER_PASS;
+        let next_end = window_end(end);
         let (published, next) = tokio::join!(publish_batch(ch, &batch, metrics), async {
             if read_next {
-                store::pending_events(&tx, &sync, last, BATCH)
+                store::pending_events(&tx, &sync, end, next_end)
                     .await
                     .map(Some)
             } else {
@@ -111,20 +114,22 @@ async fn publish_pass(
             }
         });
         let (ok, err) = published;
-        if let Some(&seq) = ok.last() {
-            published_to = seq;
-        }
         count += ok.len() as i64;
         if let Some(e) = err {
+            // Confirmed up to the last confirmed event of this window, if any.
+            if let Some(&seq) = ok.last() {
+                cursor = seq;
+            }
             failure = Some(e.into());
             break;
         }
+        cursor = end;
         match next {
-            Ok(Some(n)) => batch = n,
-            Ok(None) => {
-                capped = full;
-                break;
+            Ok(Some(n)) => {
+                batch = n;
+                end = next_end;
             }
+            Ok(None) => break,
             Err(e) => {
                 failure = Some(e.into());
                 break;
@@ -133,19 +138,14 @@ async fn publish_pass(
     }
     // Only the confirmed prefix counts: what follows a failure stays pending, in order. A
     // sync whose events are all confirmed leaves the outbox.
-    let finished = if failure.is_none() && !capped {
-        // Everything of the sync up to its last seq was read and confirmed.
-        store::mark_published(&tx, &sync, sync.last_seq, count).await?
-    } else {
-        store::mark_published(&tx, &sync, published_to, count).await?
-    };
+    let finished = store::mark_published(&tx, &sync, cursor, count).await?;
     tx.commit().await.map_err(StoreError::from)?;
     match failure {
         Some(err) => {
             tracing::warn!(integration_id = %integration, published = count, error = %err, "outbox pass partly published");
             Err(err)
         }
-        None => Ok((count as u64, finished || capped)),
+        None => Ok((count as u64, finished || cursor < sync.last_seq)),
     }
 }
 

@@ -541,6 +541,57 @@ pub async fn write_changes(
     Ok(())
 }
 
+/// Writes members seen for the first time with binary `COPY`: the initial sync's path,
+/// where no row can exist yet (the directory was empty under the sync lock), so the
+/// upsert's conflict check is skipped.
+pub async fn copy_new_members(
+    tx: &deadpool_postgres::Transaction<'_>,
+    integration_id: Uuid,
+    at: DateTime<Utc>,
+    users: &[&ScimUser],
+) -> Result<(), StoreError> {
+    use tokio_postgres::binary_copy::BinaryCopyInWriter;
+    use tokio_postgres::types::Type;
+    let sink = tx
+        .copy_in("COPY directory_users (integration_id, scim_id, user_name, email, display_name, given_name, family_name, active, first_seen_at, last_changed_at) FROM STDIN BINARY")
+        .await?;
+    let writer = BinaryCopyInWriter::new(
+        sink,
+        &[
+            Type::UUID,
+            Type::TEXT,
+            Type::TEXT,
+            Type::TEXT,
+            Type::TEXT,
+            Type::TEXT,
+            Type::TEXT,
+            Type::BOOL,
+            Type::TIMESTAMPTZ,
+            Type::TIMESTAMPTZ,
+        ],
+    );
+    futures::pin_mut!(writer);
+    for u in users {
+        writer
+            .as_mut()
+            .write(&[
+                &integration_id,
+                &u.id,
+                &u.user_name,
+                &u.email,
+                &u.display_name,
+                &u.given_name,
+                &u.family_name,
+                &u.active,
+                &at,
+                &at,
+            ])
+            .await?;
+    }
+    writer.finish().await?;
+    Ok(())
+}
+
 /// One event to store in the outbox.
 pub struct NewEvent {
     pub event_id: Uuid,
@@ -768,19 +819,23 @@ pub async fn next_outbox_sync(
     }))
 }
 
-/// The next events of one sync after `after_seq`, in order: a range of the primary key,
-/// filtered to the sync (other integrations' events may sit in between).
+/// The sync's events with `after_seq < seq <= up_to`, in order. Callers ask for windows of
+/// `seq` values, not for "the next N after": right after a big sync the table's statistics
+/// do not know its new rows yet, and with a `LIMIT` the planner then reads (and sorts) every
+/// remaining row of the range for each batch. A bounded window reads at most that many
+/// index entries whatever the plan. Other integrations' events may sit in the window: a
+/// window can hold fewer of this sync's events than its width, or none.
 pub async fn pending_events(
     c: &impl GenericClient,
     sync: &OutboxSync,
     after_seq: i64,
-    limit: i64,
+    up_to: i64,
 ) -> Result<Vec<PendingEvent>, StoreError> {
     let rows = c
         .query(
             "SELECT seq, event_id, type, payload::text, trace_context::text FROM events \
-             WHERE seq > $2 AND seq <= $3 AND sync_id = $1 ORDER BY seq LIMIT $4",
-            &[&sync.sync_id, &after_seq, &sync.last_seq, &limit],
+             WHERE seq > $2 AND seq <= $3 AND sync_id = $1 ORDER BY seq",
+            &[&sync.sync_id, &after_seq, &up_to.min(sync.last_seq)],
         )
         .await?;
     Ok(rows

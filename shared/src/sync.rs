@@ -452,12 +452,10 @@ async fn write_pages(
         let events = changes
             .iter()
             .map(|c| new_event(integration_id, sync_id, at, c));
-        let (members, evs) = tokio::join!(
-            store::write_changes(tx, integration_id, at, &changes),
-            store::copy_events(tx, integration_id, sync_id, at, trace, events)
-        );
-        members?;
-        evs?;
+        let users: Vec<&crate::scim::ScimUser> = changes.iter().map(|c| c.user).collect();
+        // One COPY after the other on the one connection (a COPY holds it until it ends).
+        store::copy_new_members(tx, integration_id, at, &users).await?;
+        store::copy_events(tx, integration_id, sync_id, at, trace, events).await?;
         added += changes.len() as u64;
     }
     Ok(added)

@@ -275,7 +275,9 @@ async fn main() {
     // The initial sync, twice (two integrations of the same bridge), each right after a
     // broker floor.
     let mut initial_pairs = Vec::new();
-    for integration in [id, second] {
+    // The first integration is removed (its rows with it) before the second syncs, so both
+    // initial syncs write into the same, empty, tables.
+    for (integration, remove_after) in [(id, true), (second, false)] {
         let floor = broker_floor(&app).await;
         settle(&app).await;
         let run = timed_sync(&app, integration).await;
@@ -283,6 +285,13 @@ async fn main() {
             .await
             .unwrap();
         initial_pairs.push((floor, run));
+        if remove_after {
+            let pool = app.db.pool();
+            let mut conn = pool.get().await.unwrap();
+            opsync_shared::store::delete_integration(&mut conn, integration)
+                .await
+                .unwrap();
+        }
     }
     let id = second;
 
@@ -414,6 +423,26 @@ async fn main() {
         "`opsync verify` peak memory on 100,000 users (VmHWM)", verify_peak
     );
     println!("{:<58} {:>9}", "events written in all", published);
+    let maintenance = app
+        .db
+        .client()
+        .await
+        .query_one(
+            "SELECT coalesce(sum(autovacuum_count), 0)::bigint, coalesce(sum(autoanalyze_count), 0)::bigint \
+             FROM pg_stat_user_tables",
+            &[],
+        )
+        .await
+        .unwrap();
+    println!(
+        "{:<58} {:>9}",
+        "autovacuum / autoanalyze runs during the bench",
+        format!(
+            "{} / {}",
+            maintenance.get::<_, i64>(0),
+            maintenance.get::<_, i64>(1)
+        )
+    );
     println!(
         "worker's own phase timings (read = download + directory load, write = diff to commit):"
     );
