@@ -89,6 +89,19 @@ impl TestApp {
         id
     }
 
+    /// Runs `opsync ARGS` to the end: exit code, stdout parsed as JSON (null when it is not),
+    /// and stdout + stderr as text.
+    pub async fn run(&self, args: &[&str]) -> (i32, serde_json::Value, String) {
+        let out = self.opsync().args(args).output().await.unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let json = serde_json::from_str(stdout.trim()).unwrap_or(serde_json::Value::Null);
+        (
+            out.status.code().unwrap_or(-1),
+            json,
+            format!("{stdout}{}", String::from_utf8_lossy(&out.stderr)),
+        )
+    }
+
     /// The `opsync` binary with this app's environment.
     pub fn opsync(&self) -> tokio::process::Command {
         let mut cmd = tokio::process::Command::new(opsync_bin());

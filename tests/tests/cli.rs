@@ -3,17 +3,9 @@
 use opsync_tests::app::{TestApp, spawn_app};
 use opsync_tests::env::TestDb;
 use serde_json::Value;
-use std::process::Output;
 
 async fn run(app: &TestApp, args: &[&str]) -> (i32, Value, String) {
-    let out: Output = app.opsync().args(args).output().await.unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let json = serde_json::from_str(stdout.trim()).unwrap_or(Value::Null);
-    (
-        out.status.code().unwrap_or(-1),
-        json,
-        format!("{stdout}{}", String::from_utf8_lossy(&out.stderr)),
-    )
+    app.run(args).await
 }
 
 fn token_file(app: &TestApp, token: &str) -> String {

@@ -7,18 +7,10 @@ use opsync_shared::report::week_start;
 use opsync_tests::app::{TestApp, spawn_app};
 use serde_json::{Value, json};
 use std::collections::HashMap;
-use std::process::Output;
 use uuid::Uuid;
 
 async fn run(app: &TestApp, args: &[&str]) -> (i32, Value, String) {
-    let out: Output = app.opsync().args(args).output().await.unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let json = serde_json::from_str(stdout.trim()).unwrap_or(Value::Null);
-    (
-        out.status.code().unwrap_or(-1),
-        json,
-        format!("{stdout}{}", String::from_utf8_lossy(&out.stderr)),
-    )
+    app.run(args).await
 }
 
 async fn ok_json(app: &TestApp, args: &[&str]) -> Value {

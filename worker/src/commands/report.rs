@@ -66,6 +66,15 @@ async fn seat_reports(
     Ok(out)
 }
 
+/// How current an integration's data is (also: the integration exists).
+async fn freshness_of(
+    conn: &impl deadpool_postgres::GenericClient,
+    id: uuid::Uuid,
+) -> Result<report::Freshness, StoreError> {
+    let alloc = insight::seat_allocation(conn, Some(id)).await?;
+    Ok(report::freshness(&alloc[0]))
+}
+
 async fn seats(a: ReportSeatsArgs) -> u8 {
     let format = Format::from(a.format);
     let (reports, page) = match super::with_conn(&a.db, format.json(), async |conn| {
@@ -263,12 +272,9 @@ fn period(billing: &str) -> &'static str {
 async fn reclaim(a: ReportIdArgs) -> u8 {
     let format = Format::from(a.format);
     let (fresh, findings) = match super::with_conn(&a.db, format.json(), async |conn| {
-        let alloc = insight::seat_allocation(conn, Some(a.id)).await?;
+        let fresh = freshness_of(conn, a.id).await?;
         let (members, timeline) = insight::reclaim_candidates(conn, a.id).await?;
-        Ok::<_, StoreError>((
-            report::freshness(&alloc[0]),
-            report::reclaim(&members, &timeline, Utc::now()),
-        ))
+        Ok::<_, StoreError>((fresh, report::reclaim(&members, &timeline, Utc::now())))
     })
     .await
     {
@@ -342,12 +348,9 @@ async fn reclaim(a: ReportIdArgs) -> u8 {
 async fn trend(a: ReportTrendArgs) -> u8 {
     let format = Format::from(a.format);
     let (fresh, weeks) = match super::with_conn(&a.db, format.json(), async |conn| {
-        let alloc = insight::seat_allocation(conn, Some(a.id)).await?;
+        let fresh = freshness_of(conn, a.id).await?;
         let activity = insight::weekly_activity(conn, a.id).await?;
-        Ok::<_, StoreError>((
-            report::freshness(&alloc[0]),
-            report::weekly_trend(&activity, today(), a.weeks),
-        ))
+        Ok::<_, StoreError>((fresh, report::weekly_trend(&activity, today(), a.weeks)))
     })
     .await
     {
