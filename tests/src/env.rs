@@ -4,7 +4,9 @@
 //! The services come from `DATABASE_URL` (any database on the server; used to create and drop
 //! the per-test ones) and `AMQP_URL` (its vhost is replaced; the management API at
 //! `RABBITMQ_MANAGEMENT_URL`, default `http://127.0.0.1:15672`, creates and deletes vhosts).
-//! `make test` sets them to the local services.
+//! `make test` sets them to the local services. When both are unset and Docker answers (a
+//! laptop without the services), Postgres and RabbitMQ run in containers instead
+//! (testcontainers, see [`containers`]).
 
 use rand::Rng;
 
@@ -12,22 +14,126 @@ fn var(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
 }
 
+/// Containers only when neither service is configured: a half-configured environment is a
+/// mistake to report, not to paper over.
+fn from_containers() -> Option<&'static containers::Services> {
+    if var("DATABASE_URL").is_some() || var("AMQP_URL").is_some() {
+        return None;
+    }
+    containers::get()
+}
+
 pub fn database_url() -> String {
-    var("DATABASE_URL").unwrap_or_else(|| {
-        panic!("DATABASE_URL is not set: run the tests with `make test`, or point it at a Postgres server (any database; tests create their own)")
-    })
+    var("DATABASE_URL")
+        .or_else(|| from_containers().map(|s| s.database_url.clone()))
+        .unwrap_or_else(|| {
+            panic!("DATABASE_URL is not set and Docker is not available: run the tests with `make test`, or point it at a Postgres server (any database; tests create their own)")
+        })
 }
 
 pub fn amqp_url() -> String {
-    var("AMQP_URL").unwrap_or_else(|| {
-        panic!(
-            "AMQP_URL is not set: run the tests with `make test`, or point it at a RabbitMQ server"
-        )
-    })
+    var("AMQP_URL")
+        .or_else(|| from_containers().map(|s| s.amqp_url.clone()))
+        .unwrap_or_else(|| {
+            panic!(
+                "AMQP_URL is not set and Docker is not available: run the tests with `make test`, or point it at a RabbitMQ server"
+            )
+        })
 }
 
 fn management_url() -> String {
-    var("RABBITMQ_MANAGEMENT_URL").unwrap_or_else(|| "http://127.0.0.1:15672".into())
+    var("RABBITMQ_MANAGEMENT_URL")
+        .or_else(|| from_containers().map(|s| s.management_url.clone()))
+        .unwrap_or_else(|| "http://127.0.0.1:15672".into())
+}
+
+/// Postgres and RabbitMQ in Docker, for a machine without them: started once per test
+/// process, on first use. The containers are reusable (fixed names, testcontainers'
+/// `reusable-containers`): the next test process, and the next `cargo test`, find them
+/// running instead of paying the start-up again; `docker rm -f opsync-test-postgres
+/// opsync-test-rabbitmq` removes them. Their images are pinned: the modules' defaults are old.
+pub mod containers {
+    use std::sync::OnceLock;
+
+    pub struct Services {
+        pub database_url: String,
+        pub amqp_url: String,
+        pub management_url: String,
+    }
+
+    static SERVICES: OnceLock<Option<Services>> = OnceLock::new();
+
+    pub fn get() -> Option<&'static Services> {
+        SERVICES
+            // Its own thread: the blocking runner has a runtime of its own, which must not
+            // start inside a test's tokio runtime.
+            .get_or_init(|| std::thread::spawn(start).join().ok().flatten())
+            .as_ref()
+    }
+
+    fn docker_answers() -> bool {
+        std::process::Command::new("docker")
+            .args(["info", "--format", "{{.ServerVersion}}"])
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+    }
+
+    fn start() -> Option<Services> {
+        use testcontainers::core::{IntoContainerPort, ReuseDirective, WaitFor};
+        use testcontainers::runners::SyncRunner;
+        use testcontainers::{ContainerRequest, GenericImage, ImageExt};
+        use testcontainers_modules::postgres::Postgres;
+        if !docker_answers() {
+            return None;
+        }
+        let pg: ContainerRequest<Postgres> = Postgres::default()
+            .with_tag("16-alpine")
+            .with_container_name("opsync-test-postgres")
+            .with_reuse(ReuseDirective::Always);
+        // A generic image: the module's readiness check waits for the exact plugin count of
+        // its own old default image.
+        let mq: ContainerRequest<GenericImage> = GenericImage::new("rabbitmq", "4.1-management")
+            .with_exposed_port(5672.tcp())
+            .with_exposed_port(15672.tcp())
+            .with_wait_for(WaitFor::message_on_stdout("Server startup complete"))
+            .with_container_name("opsync-test-rabbitmq")
+            .with_reuse(ReuseDirective::Always);
+        let pg = match pg.start() {
+            Ok(c) => c,
+            Err(e) => panic!(
+                "cannot start Postgres in Docker ({e}); set DATABASE_URL and AMQP_URL to running services instead"
+            ),
+        };
+        let mq = match mq.start() {
+            Ok(c) => c,
+            Err(e) => panic!(
+                "cannot start RabbitMQ in Docker ({e}); set DATABASE_URL and AMQP_URL to running services instead"
+            ),
+        };
+        let port = |c: u16, p: Result<u16, testcontainers::TestcontainersError>| {
+            p.unwrap_or_else(|e| panic!("no host port for container port {c}: {e}"))
+        };
+        let services = Services {
+            database_url: format!(
+                "postgres://postgres:postgres@127.0.0.1:{}/postgres",
+                port(5432, pg.get_host_port_ipv4(5432))
+            ),
+            amqp_url: format!(
+                "amqp://guest:guest@127.0.0.1:{}/%2f",
+                port(5672, mq.get_host_port_ipv4(5672))
+            ),
+            management_url: format!(
+                "http://127.0.0.1:{}",
+                port(15672, mq.get_host_port_ipv4(15672))
+            ),
+        };
+        // Reused containers outlive this process by design: dropping the handles must not
+        // stop them.
+        std::mem::forget(pg);
+        std::mem::forget(mq);
+        Some(services)
+    }
 }
 
 fn unique(prefix: &str) -> String {
