@@ -937,7 +937,26 @@ pub async fn recent_runs(
         .collect())
 }
 
-/// Members per state, for `integration show` and `list`.
+/// Members per state (active, suspended, removed) of every integration that has any, in one
+/// query: `integration list`.
+pub async fn directory_counts_all(
+    c: &impl GenericClient,
+) -> Result<std::collections::HashMap<Uuid, (i64, i64, i64)>, StoreError> {
+    let rows = c
+        .query(
+            "SELECT integration_id, count(*) FILTER (WHERE removed_at IS NULL AND active), \
+             count(*) FILTER (WHERE removed_at IS NULL AND NOT active), \
+             count(*) FILTER (WHERE removed_at IS NOT NULL) FROM directory_users GROUP BY integration_id",
+            &[],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| (r.get(0), (r.get(1), r.get(2), r.get(3))))
+        .collect())
+}
+
+/// Members per state, for `integration show`.
 pub async fn directory_counts(
     c: &impl GenericClient,
     integration_id: Uuid,

@@ -209,9 +209,9 @@ async fn sync_in_transaction(
     }
     let consistent = snapshot.is_complete_and_consistent();
     let digest = directory::digest(&snapshot.users);
-    // The stored directory equals the last snapshot whose digest was kept: the same digest now
-    // means nothing changed, and the directory need not even be loaded.
-    // Nothing to diff: the initial sync wrote its additions already, or nothing changed.
+    // Nothing to diff when the initial sync wrote its additions already, or when the digest
+    // equals the kept one: the stored directory equals that snapshot, so nothing changed and
+    // the directory need not even be loaded.
     let skip_diff = streamed_added.is_some()
         || (consistent && integration.snapshot_digest.as_deref() == Some(&digest[..]));
     let stored = if skip_diff {

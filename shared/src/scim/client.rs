@@ -433,8 +433,9 @@ impl ScimClient {
 
     /// [`Self::list_users`], also sending a copy of each page's users to `pages` as it
     /// arrives (an initial sync writes them while the next page downloads). The channel is
-    /// bounded, so a slow receiver slows the listing instead of piling pages up in memory;
-    /// a receiver that is gone is ignored (its owner reports its own error).
+    /// bounded, so a slow receiver slows the listing instead of piling pages up in memory.
+    /// A receiver that is gone (its owner failed and reports its own error) ends the listing
+    /// early: the snapshot returned then says it is incomplete.
     pub async fn list_users_to(
         &self,
         mut on_page: impl FnMut(u64, Option<u64>),
@@ -456,14 +457,16 @@ impl ScimClient {
                 detail: format!("page at startIndex {}: {e}", req.start_index),
             })?;
             seen += page.users.len() as u64;
-            if let Some(p) = pages
-                && !page.users.is_empty()
-            {
-                let _ = p.send(page.users.clone()).await;
-            }
+            let receiver_gone = match pages {
+                Some(p) if !page.users.is_empty() => p.send(page.users.clone()).await.is_err(),
+                _ => false,
+            };
             let total = page.total_results;
             pager.ingest(req, page).map_err(paging_error)?;
             on_page(seen, total);
+            if receiver_gone {
+                break;
+            }
         }
         Ok(pager.finish())
     }

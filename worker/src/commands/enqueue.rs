@@ -16,17 +16,12 @@ pub async fn run(a: EnqueueArgs) -> u8 {
 }
 
 async fn run_inner(a: EnqueueArgs) -> u8 {
-    let pool = match super::db(&a.db, a.json, 1).await {
-        Ok(p) => p,
-        Err(code) => return code,
-    };
     let ids = {
-        let result = async {
-            let conn = pool.get().await?;
+        let result = super::with_conn(&a.db, a.json, async |conn| {
             if a.due {
-                store::due_integrations(&conn, a.interval.expect("clap requires it")).await
+                store::due_integrations(conn, a.interval.expect("clap requires it")).await
             } else if a.all {
-                Ok(store::list_integrations(&conn)
+                Ok(store::list_integrations(conn)
                     .await?
                     .into_iter()
                     .filter(|i| i.status == "active")
@@ -35,15 +30,15 @@ async fn run_inner(a: EnqueueArgs) -> u8 {
             } else {
                 // Named ids must exist: a typo should fail here, not as a dead-lettered job.
                 for id in &a.ids {
-                    store::get_integration(&conn, *id).await?;
+                    store::get_integration(conn, *id).await?;
                 }
                 Ok(a.ids.clone())
             }
-        }
+        })
         .await;
         match result {
             Ok(ids) => ids,
-            Err(e) => return super::store_error(a.json, &e),
+            Err(code) => return code,
         }
     };
     let trigger = match a.trigger.as_str() {

@@ -71,16 +71,11 @@ async fn add(a: AddArgs) -> u8 {
             }
         }
     }
-    let pool = match super::db(&a.db, a.json, 1).await {
-        Ok(p) => p,
-        Err(code) => return code,
-    };
     let id = Uuid::new_v4();
     let sealed = keyring.seal(&token, id);
-    let result = async {
-        let conn = pool.get().await?;
+    let result = super::with_conn(&a.db, a.json, async |conn| {
         store::insert_integration(
-            &conn,
+            conn,
             &NewIntegration {
                 id,
                 name: &a.name,
@@ -91,10 +86,10 @@ async fn add(a: AddArgs) -> u8 {
             },
         )
         .await
-    }
+    })
     .await;
-    if let Err(e) = result {
-        return super::store_error(a.json, &e);
+    if let Err(code) = result {
+        return code;
     }
     if a.json {
         println!(
@@ -137,24 +132,22 @@ fn advice(i: &Integration) -> Option<&'static str> {
 }
 
 async fn list(a: ListArgs) -> u8 {
-    let pool = match super::db(&a.db, a.json, 1).await {
-        Ok(p) => p,
-        Err(code) => return code,
-    };
-    let result = async {
-        let conn = pool.get().await?;
-        let all = store::list_integrations(&conn).await?;
-        let mut out = Vec::with_capacity(all.len());
-        for i in all {
-            let counts = store::directory_counts(&conn, i.id).await?;
-            out.push((i, counts));
-        }
-        Ok::<_, store::StoreError>(out)
-    }
+    let result = super::with_conn(&a.db, a.json, async |conn| {
+        let all = store::list_integrations(conn).await?;
+        // One query for every integration's counts, not one per integration.
+        let mut counts = store::directory_counts_all(conn).await?;
+        Ok(all
+            .into_iter()
+            .map(|i| {
+                let c = counts.remove(&i.id).unwrap_or_default();
+                (i, c)
+            })
+            .collect::<Vec<_>>())
+    })
     .await;
     let rows = match result {
         Ok(r) => r,
-        Err(e) => return super::store_error(a.json, &e),
+        Err(code) => return code,
     };
     if a.json {
         let v: Vec<_> = rows
@@ -205,21 +198,16 @@ async fn list(a: ListArgs) -> u8 {
 }
 
 async fn show(a: IdArgs) -> u8 {
-    let pool = match super::db(&a.db, a.json, 1).await {
-        Ok(p) => p,
-        Err(code) => return code,
-    };
-    let result = async {
-        let conn = pool.get().await?;
-        let i = store::get_integration(&conn, a.id).await?;
-        let counts = store::directory_counts(&conn, a.id).await?;
-        let runs = store::recent_runs(&conn, a.id, 10).await?;
-        Ok::<_, store::StoreError>((i, counts, runs))
-    }
+    let result = super::with_conn(&a.db, a.json, async |conn| {
+        let i = store::get_integration(conn, a.id).await?;
+        let counts = store::directory_counts(conn, a.id).await?;
+        let runs = store::recent_runs(conn, a.id, 10).await?;
+        Ok((i, counts, runs))
+    })
     .await;
     let (i, counts, runs) = match result {
         Ok(r) => r,
-        Err(e) => return super::store_error(a.json, &e),
+        Err(code) => return code,
     };
     if a.json {
         let mut v = integration_json(&i, Some(counts));
@@ -300,106 +288,69 @@ async fn update_token(a: UpdateTokenArgs) -> u8 {
         Ok(k) => k,
         Err(code) => return code,
     };
-    let pool = match super::db(&a.db, a.json, 1).await {
-        Ok(p) => p,
-        Err(code) => return code,
-    };
     let sealed = keyring.seal(&token, a.id);
-    let result = async {
-        let conn = pool.get().await?;
-        store::update_token(&conn, a.id, &sealed).await
-    }
-    .await;
-    done(result, a.json, a.id, "token updated")
+    change(&a.db, a.json, a.id, "token updated", async |c| {
+        store::update_token(c, a.id, &sealed).await
+    })
+    .await
 }
 
 async fn set_seats(a: SetSeatsArgs) -> u8 {
-    let pool = match super::db(&a.db, a.json, 1).await {
-        Ok(p) => p,
-        Err(code) => return code,
-    };
-    let result = async {
-        let conn = pool.get().await?;
-        store::set_seats(&conn, a.id, seats(a.seats)).await
-    }
-    .await;
-    done(result, a.json, a.id, "seats set")
+    change(&a.db, a.json, a.id, "seats set", async |c| {
+        store::set_seats(c, a.id, seats(a.seats)).await
+    })
+    .await
 }
 
 async fn set_plan(a: SetPlanArgs) -> u8 {
-    let pool = match super::db(&a.db, a.json, 1).await {
-        Ok(p) => p,
-        Err(code) => return code,
-    };
     let update = opsync_shared::insight::PlanUpdate {
         seats: seats(a.seats),
         price: a.price_per_seat.clone().zip(a.currency.clone()),
         billing_period: a.billing.clone(),
         renewal_date: a.renewal,
     };
-    let result = async {
-        let conn = pool.get().await?;
-        opsync_shared::insight::set_plan(&conn, a.id, &update).await
-    }
-    .await;
-    done(result, a.json, a.id, "plan set")
+    change(&a.db, a.json, a.id, "plan set", async |c| {
+        opsync_shared::insight::set_plan(c, a.id, &update).await
+    })
+    .await
 }
 
 async fn set_status(a: IdArgs, status: &str) -> u8 {
-    let pool = match super::db(&a.db, a.json, 1).await {
-        Ok(p) => p,
-        Err(code) => return code,
+    let what = if status == "active" {
+        "enabled"
+    } else {
+        "disabled"
     };
-    let result = async {
-        let conn = pool.get().await?;
-        store::set_status(&conn, a.id, status, None).await
-    }
-    .await;
-    done(
-        result,
-        a.json,
-        a.id,
-        if status == "active" {
-            "enabled"
-        } else {
-            "disabled"
-        },
-    )
+    change(&a.db, a.json, a.id, what, async |c| {
+        store::set_status(c, a.id, status, None).await
+    })
+    .await
 }
 
 async fn remove(a: IdArgs) -> u8 {
-    let pool = match super::db(&a.db, a.json, 1).await {
-        Ok(p) => p,
-        Err(code) => return code,
-    };
-    let result = async {
-        let mut conn = pool.get().await?;
-        store::delete_integration(&mut conn, a.id).await
-    }
-    .await;
-    done(result, a.json, a.id, "removed")
+    change(&a.db, a.json, a.id, "removed", async |c| {
+        store::delete_integration(c, a.id).await
+    })
+    .await
 }
 
 async fn release_removals(a: IdArgs) -> u8 {
-    let pool = match super::db(&a.db, a.json, 1).await {
-        Ok(p) => p,
-        Err(code) => return code,
-    };
-    let result = async {
-        let conn = pool.get().await?;
-        store::set_release_removals(&conn, a.id).await
-    }
-    .await;
-    done(
-        result,
-        a.json,
-        a.id,
-        "held removals released: the next sync applies them",
-    )
+    let what = "held removals released: the next sync applies them";
+    change(&a.db, a.json, a.id, what, async |c| {
+        store::set_release_removals(c, a.id).await
+    })
+    .await
 }
 
-fn done(result: Result<(), store::StoreError>, json: bool, id: Uuid, what: &str) -> u8 {
-    match result {
+/// One change to an integration, then its one-line outcome (or the error, printed).
+async fn change(
+    db: &crate::cli::DbArgs,
+    json: bool,
+    id: Uuid,
+    what: &str,
+    f: impl AsyncFnOnce(&mut deadpool_postgres::Client) -> Result<(), store::StoreError>,
+) -> u8 {
+    match super::with_conn(db, json, f).await {
         Ok(()) => {
             if json {
                 println!("{}", json!({"ok": true, "id": id, "result": what}));
@@ -408,6 +359,6 @@ fn done(result: Result<(), store::StoreError>, json: bool, id: Uuid, what: &str)
             }
             exit::OK
         }
-        Err(e) => super::store_error(json, &e),
+        Err(code) => code,
     }
 }

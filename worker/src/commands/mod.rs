@@ -22,17 +22,17 @@ pub async fn db(args: &DbArgs, json: bool, size: usize) -> Result<deadpool_postg
     Ok(pool)
 }
 
-/// Runs `f` on one database connection (schema checked): what a reading command needs. A
+/// Runs `f` on one database connection (schema checked): what a one-shot command needs. A
 /// failure is printed the usual way and comes back as the exit code.
 pub async fn with_conn<T>(
     args: &DbArgs,
     json: bool,
-    f: impl AsyncFnOnce(&deadpool_postgres::Client) -> Result<T, StoreError>,
+    f: impl AsyncFnOnce(&mut deadpool_postgres::Client) -> Result<T, StoreError>,
 ) -> Result<T, u8> {
     let pool = db(args, json, 1).await?;
     let result = async {
-        let conn = pool.get().await?;
-        f(&conn).await
+        let mut conn = pool.get().await?;
+        f(&mut conn).await
     }
     .await;
     result.map_err(|e| store_error(json, &e))
