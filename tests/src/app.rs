@@ -54,6 +54,35 @@ pub async fn spawn_app_with(f: impl FnOnce(&mut BridgeConfig)) -> TestApp {
     app
 }
 
+/// An app whose integration "prod" has had its first sync, with a worker still running
+/// and a queue bound to every event: the usual start of a test about what comes next.
+pub struct Synced {
+    pub app: TestApp,
+    pub id: Uuid,
+    pub events: EventQueue,
+    pub worker: WorkerProcess,
+    /// The first sync's job and the events it published.
+    pub job: SyncJob,
+    pub first: Vec<Received>,
+}
+
+pub async fn spawn_synced_app(users: usize) -> Synced {
+    let app = spawn_app(users).await;
+    let id = app.add_integration("prod").await;
+    let mut events = app.events().await;
+    let worker = app.spawn_worker(&[]);
+    let job = app.enqueue(id).await;
+    let first = events.until_completed(1, Duration::from_secs(60)).await;
+    Synced {
+        app,
+        id,
+        events,
+        worker,
+        job,
+        first,
+    }
+}
+
 impl TestApp {
     /// Short retry delays so retry tests take seconds.
     pub fn retry_delays(&self) -> Vec<Duration> {
@@ -190,6 +219,11 @@ impl TestApp {
     }
 
     pub async fn count(&self, sql: &str) -> i64 {
+        self.scalar(sql).await
+    }
+
+    /// The one value a query returns (the first column of its one row).
+    pub async fn scalar<T: tokio_postgres::types::FromSqlOwned>(&self, sql: &str) -> T {
         self.db
             .client()
             .await

@@ -1,7 +1,7 @@
 //! When things go wrong: retries through delay queues, dead letters, replay, removal safety,
 //! killed and stopped workers. Real RabbitMQ and Postgres; faults from the emulator.
 
-use opsync_tests::app::{Received, TestApp, spawn_app};
+use opsync_tests::app::{Received, Synced, TestApp, spawn_app, spawn_synced_app};
 use opsync_tests::bridge::{Fault, FaultRule, Mode};
 use serde_json::Value;
 use std::time::Duration;
@@ -171,25 +171,19 @@ async fn permanent_failures_and_exhausted_attempts_are_dead_lettered_with_their_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn regenerated_token_needs_new_credentials_then_replay_succeeds() {
-    let app = spawn_app(10).await;
-    let id = app.add_integration("prod").await;
-    let mut events = app.events().await;
-    let _worker = app.spawn_worker(&[]);
-    app.enqueue(id).await;
-    events.until_completed(1, WAIT).await;
+    let Synced {
+        app,
+        id,
+        mut events,
+        worker: _worker,
+        ..
+    } = spawn_synced_app(10).await;
 
     let new_token = app.bridge.regenerate_token();
     app.enqueue(id).await;
     let dead = wait_dlq(&app, 1).await;
     assert_eq!(dead[0]["error_kind"], "auth_rejected");
-    let status: String = app
-        .db
-        .client()
-        .await
-        .query_one("SELECT status FROM integrations", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let status: String = app.scalar("SELECT status FROM integrations").await;
     assert_eq!(status, "needs_credentials");
 
     // Further jobs are dead-lettered without calling the bridge.
@@ -303,12 +297,13 @@ async fn doubtful_snapshots_never_remove_anyone() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deleted_member_is_removed_once_after_its_404_and_mass_removals_are_held() {
-    let app = spawn_app(100).await;
-    let id = app.add_integration("prod").await;
-    let mut events = app.events().await;
-    let _worker = app.spawn_worker(&[]);
-    app.enqueue(id).await;
-    events.until_completed(1, WAIT).await;
+    let Synced {
+        app,
+        id,
+        mut events,
+        worker: _worker,
+        ..
+    } = spawn_synced_app(100).await;
 
     let users = app.bridge.users();
     let gone = users[10].id.clone();
@@ -343,16 +338,8 @@ async fn a_deleted_member_is_removed_once_after_its_404_and_mass_removals_are_he
     assert_eq!(count(&got, "user.removed"), 0);
     assert_eq!(got.last().unwrap().body["counts"]["removals_held"], 30);
     let reason: Option<String> = app
-        .db
-        .client()
-        .await
-        .query_one(
-            "SELECT removals_hold_reason FROM sync_runs ORDER BY finished_at DESC LIMIT 1",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+        .scalar("SELECT removals_hold_reason FROM sync_runs ORDER BY finished_at DESC LIMIT 1")
+        .await;
     assert_eq!(reason.as_deref(), Some("mass_removal"));
     assert_eq!(
         app.count("SELECT count(*) FROM directory_users WHERE removed_at IS NOT NULL")
@@ -377,13 +364,8 @@ async fn a_deleted_member_is_removed_once_after_its_404_and_mass_removals_are_he
         31
     );
     let released: bool = app
-        .db
-        .client()
-        .await
-        .query_one("SELECT release_removals FROM integrations", &[])
-        .await
-        .unwrap()
-        .get(0);
+        .scalar("SELECT release_removals FROM integrations")
+        .await;
     assert!(!released, "the release is used once");
     app.bridge.assert_only_gets();
 }

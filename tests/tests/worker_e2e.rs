@@ -1,7 +1,7 @@
 //! The sync worker end to end: the real `opsync worker` binary, the real RabbitMQ and Postgres,
 //! the bridge emulator. Every message the worker produces is checked against its schema.
 
-use opsync_tests::app::{Received, TestApp, assert_valid, spawn_app};
+use opsync_tests::app::{Received, Synced, TestApp, assert_valid, spawn_app, spawn_synced_app};
 use opsync_tests::bridge::{Fault, FaultRule};
 use std::collections::HashMap;
 use std::time::Duration;
@@ -59,14 +59,7 @@ async fn initial_sync_publishes_one_added_event_per_user_and_stores_them() {
     );
     assert!(app.wait_for_job(job.job_id, WAIT).await);
     // The discovered SCIM base was stored for the next syncs.
-    let base: Option<String> = app
-        .db
-        .client()
-        .await
-        .query_one("SELECT scim_base FROM integrations", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let base: Option<String> = app.scalar("SELECT scim_base FROM integrations").await;
     assert!(base.unwrap().ends_with("/scim/v2"));
     // Every event in the outbox is marked published.
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -76,12 +69,13 @@ async fn initial_sync_publishes_one_added_event_per_user_and_stores_them() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_change_on_the_bridge_gives_exactly_its_event() {
-    let app = spawn_app(40).await;
-    let id = app.add_integration("prod").await;
-    let mut events = app.events().await;
-    let _worker = app.spawn_worker(&[]);
-    app.enqueue(id).await;
-    events.until_completed(1, WAIT).await;
+    let Synced {
+        app,
+        id,
+        mut events,
+        worker: _worker,
+        ..
+    } = spawn_synced_app(40).await;
 
     let users = app.bridge.users();
     let to_suspend = users.iter().find(|u| u.active).unwrap().id.clone();
@@ -199,12 +193,14 @@ async fn each_change_on_the_bridge_gives_exactly_its_event() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redelivered_and_duplicate_jobs_publish_nothing_new() {
-    let app = spawn_app(30).await;
-    let id = app.add_integration("prod").await;
-    let mut events = app.events().await;
-    let _worker = app.spawn_worker(&[]);
-    let job = app.enqueue(id).await;
-    let first = events.until_completed(1, WAIT).await;
+    let Synced {
+        app,
+        mut events,
+        worker: _worker,
+        job,
+        first,
+        ..
+    } = spawn_synced_app(30).await;
     assert_eq!(first.len(), 31);
     app.bridge.clear_requests();
     // The same job again, twice (a redelivery and a duplicate from the scheduler).
