@@ -10,8 +10,9 @@
 //!
 //! Noise on a small shared machine (Postgres, RabbitMQ, the emulator and the worker share two
 //! cores; the broker alone varies by 15-30% from one minute to the next) is handled by
-//! pairing: each timed sync is compared with its floor measured just before it, twice, and
-//! the ratio reported is the mean of the two pairs. Before every timed sync the bench runs
+//! pairing: each timed sync is compared with its floor measured just before it, several
+//! times ([`INITIAL_PAIRS`], [`UNCHANGED_PAIRS`]), and the ratio judged is the median of the
+//! pairs (every pair and the mean are printed too). Before every timed sync the bench runs
 //! `VACUUM (ANALYZE)` and waits for autovacuum to be idle, so that the maintenance the
 //! previous sync's rows call for is paid between measurements rather than inside one.
 
@@ -27,53 +28,51 @@ use std::time::{Duration, Instant};
 
 const USERS: usize = 100_000;
 const PAGE: u64 = 500;
+/// Initial syncs timed, each against the broker floor measured just before it.
+const INITIAL_PAIRS: usize = 3;
+/// Unchanged syncs timed, each against the download floor measured just before it.
+const UNCHANGED_PAIRS: usize = 5;
 
 fn secs(d: Duration) -> f64 {
     d.as_secs_f64()
 }
 
 /// The client alone: `opsync verify` (discovery, /health, every page) in its own process, as
-/// the worker's client runs in its own; best of two. Also its peak memory.
+/// the worker's client runs in its own. Also its peak memory.
 async fn download_floor(app: &TestApp) -> (Duration, f64) {
     let dir = tempfile::tempdir().unwrap();
     let token = dir.path().join("token");
     std::fs::write(&token, app.bridge.token()).unwrap();
-    let mut best = Duration::MAX;
-    let mut peak = 0.0f64;
-    for _ in 0..2 {
-        let t0 = Instant::now();
-        let mut child = tokio::process::Command::new(opsync_tests::helpers::opsync_bin())
-            .args([
-                "verify",
-                "--url",
-                &app.bridge.url(),
-                "--allow-http",
-                "--allow-private-addresses",
-                "--rate-limit",
-                "0",
-                "--page-size",
-                &PAGE.to_string(),
-                "--token-file",
-            ])
-            .arg(&token)
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let pid = child.id().unwrap() as i32;
-        // VmHWM is read while the process lives; poll until it exits.
-        let mut hwm = 0.0f64;
-        loop {
-            hwm = hwm.max(vm_hwm_mib(pid));
-            if let Some(status) = child.try_wait().unwrap() {
-                assert!(status.success(), "opsync verify failed");
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
+    let t0 = Instant::now();
+    let mut child = tokio::process::Command::new(opsync_tests::helpers::opsync_bin())
+        .args([
+            "verify",
+            "--url",
+            &app.bridge.url(),
+            "--allow-http",
+            "--allow-private-addresses",
+            "--rate-limit",
+            "0",
+            "--page-size",
+            &PAGE.to_string(),
+            "--token-file",
+        ])
+        .arg(&token)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id().unwrap() as i32;
+    // VmHWM is read while the process lives; poll until it exits.
+    let mut hwm = 0.0f64;
+    loop {
+        hwm = hwm.max(vm_hwm_mib(pid));
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success(), "opsync verify failed");
+            break;
         }
-        best = best.min(t0.elapsed());
-        peak = peak.max(hwm);
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    (best, peak)
+    (t0.elapsed(), hwm)
 }
 
 async fn broker_floor(app: &TestApp) -> Duration {
@@ -244,6 +243,26 @@ async fn table_writes(app: &TestApp) -> Vec<(String, i64)> {
         .collect()
 }
 
+/// The median and the mean of the pairs' ratios, against the target.
+fn print_ratios(what: &str, ratios: &[f64], target: f64) {
+    let mut sorted = ratios.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let n = sorted.len();
+    let median = if n % 2 == 1 {
+        sorted[n / 2]
+    } else {
+        (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
+    };
+    let mean = ratios.iter().sum::<f64>() / n as f64;
+    println!(
+        "{:<58} {:>9.2}x  (target <= {target}x; mean {mean:.2}x, range {:.2}x-{:.2}x)",
+        format!("{what}, median of {n} pairs"),
+        median,
+        sorted[0],
+        sorted[n - 1]
+    );
+}
+
 fn vm_hwm_mib(pid: i32) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
@@ -270,9 +289,6 @@ async fn main() {
         "setup (emulator with {USERS} users, database, vhost): {:.2} s",
         secs(t.elapsed())
     );
-    let id = app.add_integration("bench").await;
-    let second = app.add_integration("bench (second run)").await;
-
     let (_, verify_peak) = download_floor(&app).await;
 
     // Events land in a bound quorum queue, as in the broker floor.
@@ -288,12 +304,20 @@ async fn main() {
     );
     let pid = worker.pid();
 
-    // The initial sync, twice (two integrations of the same bridge), each right after a
-    // broker floor.
+    // The initial sync, several times (integrations of the same bridge), each right after a
+    // broker floor. Each integration but the last is removed (its rows with it) before the
+    // next syncs, so every initial sync writes into the same, empty, tables.
     let mut initial_pairs = Vec::new();
-    // The first integration is removed (its rows with it) before the second syncs, so both
-    // initial syncs write into the same, empty, tables.
-    for (integration, remove_after) in [(id, true), (second, false)] {
+    let mut id = None;
+    for k in 0..INITIAL_PAIRS {
+        if let Some(previous) = id.take() {
+            let pool = app.db.pool();
+            let mut conn = pool.get().await.unwrap();
+            opsync_shared::store::delete_integration(&mut conn, previous)
+                .await
+                .unwrap();
+        }
+        let integration = app.add_integration(&format!("bench #{}", k + 1)).await;
         let floor = broker_floor(&app).await;
         settle(&app).await;
         let run = timed_sync(&app, integration).await;
@@ -301,34 +325,36 @@ async fn main() {
             .await
             .unwrap();
         initial_pairs.push((floor, run));
-        if remove_after {
-            let pool = app.db.pool();
-            let mut conn = pool.get().await.unwrap();
-            opsync_shared::store::delete_integration(&mut conn, integration)
-                .await
-                .unwrap();
+        id = Some(integration);
+    }
+    let id = id.expect("at least one initial sync");
+
+    // Unchanged syncs, each right after a download floor. The first one's writes are counted.
+    let mut unchanged_pairs = Vec::new();
+    let mut writes = None;
+    for k in 0..UNCHANGED_PAIRS {
+        // Vacuum first: it may freeze tuples, which changes what `xmin` reads.
+        settle(&app).await;
+        let counted = k == 0;
+        let before = if counted {
+            let v0 = member_versions(&app).await;
+            tokio::time::sleep(Duration::from_millis(1500)).await; // let table statistics settle
+            Some((v0, table_writes(&app).await))
+        } else {
+            None
+        };
+        let floor = download_floor(&app).await.0;
+        let (run, _) = timed_sync(&app, id).await;
+        unchanged_pairs.push((floor, run));
+        if let Some((v0, w0)) = before {
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            let w1 = table_writes(&app).await;
+            let v1 = member_versions(&app).await;
+            let rewritten = v0.iter().filter(|(k, x)| v1.get(*k) != Some(x)).count();
+            writes = Some((w0, w1, rewritten));
         }
     }
-    let id = second;
-
-    // Vacuum first: it may freeze tuples, which changes what `xmin` reads.
-    settle(&app).await;
-    let v0 = member_versions(&app).await;
-    let first_download = download_floor(&app).await.0;
-    tokio::time::sleep(Duration::from_millis(1500)).await; // let table statistics settle
-    let w0 = table_writes(&app).await;
-    let (unchanged, _) = timed_sync(&app, id).await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let w1 = table_writes(&app).await;
-    let v1 = member_versions(&app).await;
-    let member_rows_rewritten = v0.iter().filter(|(k, x)| v1.get(*k) != Some(x)).count();
-    let second_download = download_floor(&app).await.0;
-    settle(&app).await;
-    let (unchanged_again, _) = timed_sync(&app, id).await;
-    let unchanged_pairs = [
-        (first_download, unchanged),
-        (second_download, unchanged_again),
-    ];
+    let (w0, w1, member_rows_rewritten) = writes.expect("the first unchanged sync was counted");
 
     // 1% changed: 400 suspended, 400 renamed, 100 deleted, 100 added.
     let users = app.bridge.users();
@@ -351,9 +377,6 @@ async fn main() {
 
     println!();
     println!("{:<58} {:>9}", "figure", "value");
-    let mean = |pairs: &[(Duration, Duration)]| {
-        pairs.iter().map(|(f, r)| secs(*r) / secs(*f)).sum::<f64>() / pairs.len() as f64
-    };
     for (k, (floor, (run, committed))) in initial_pairs.iter().enumerate() {
         println!(
             "{:<58} {:>7.2} s",
@@ -371,13 +394,11 @@ async fn main() {
             secs(*committed)
         );
     }
-    let initial_ratios: Vec<(Duration, Duration)> =
-        initial_pairs.iter().map(|(f, (r, _))| (*f, *r)).collect();
-    println!(
-        "{:<58} {:>9.2}x  (target <= 1.5x)",
-        "initial sync / broker floor, mean of the pairs",
-        mean(&initial_ratios)
-    );
+    let initial_ratios: Vec<f64> = initial_pairs
+        .iter()
+        .map(|(f, (r, _))| secs(*r) / secs(*f))
+        .collect();
+    print_ratios("initial sync / broker floor", &initial_ratios, 1.5);
     for (k, (floor, run)) in unchanged_pairs.iter().enumerate() {
         println!(
             "{:<58} {:>7.2} s",
@@ -397,11 +418,11 @@ async fn main() {
             secs(*run) / secs(*floor)
         );
     }
-    println!(
-        "{:<58} {:>9.2}x  (target <= 1.2x)",
-        "unchanged sync / download floor, mean of the pairs",
-        mean(&unchanged_pairs)
-    );
+    let unchanged_ratios: Vec<f64> = unchanged_pairs
+        .iter()
+        .map(|(f, r)| secs(*r) / secs(*f))
+        .collect();
+    print_ratios("unchanged sync / download floor", &unchanged_ratios, 1.2);
     println!(
         "{:<58} {:>7.2} s",
         "1% changed sync (1,000 changes), enqueue -> published",
