@@ -687,6 +687,10 @@ async fn a_known_history_gives_known_figures_and_a_page_chromium_draws() {
     )
     .await;
     let png = std::fs::read(&shot).expect("chromium wrote the screenshot");
+    // To look at it: OPSYNC_KEEP_SCREENSHOT=/tmp/seats.png cargo test --test reports
+    if let Ok(keep) = std::env::var("OPSYNC_KEEP_SCREENSHOT") {
+        std::fs::write(&keep, &png).expect("write the kept screenshot");
+    }
     let blue = pixels_of(&png, (0x25, 0x63, 0xeb));
     let red = pixels_of(&png, (0xdc, 0x26, 0x26));
     eprintln!("screenshot: {blue} active-line pixels, {red} seat-line pixels");

@@ -158,12 +158,14 @@ async fn bound_quorum_queue(ch: &lapin::Channel, queue: &str, exchange: &str) {
     .unwrap();
 }
 
-/// Enqueues a sync and waits until it committed and every event is confirmed published.
-/// Returns the whole time and the time until the commit was visible (polled every 10 ms).
-async fn timed_sync(app: &TestApp, id: uuid::Uuid) -> (Duration, Duration) {
+/// Enqueues a sync on `jobs` (a confirm channel opened beforehand, as a scheduler keeps one)
+/// and waits until it committed and every event is confirmed published. Returns the whole
+/// time and the time until the commit was visible (polled every 10 ms).
+async fn timed_sync(app: &TestApp, jobs: &lapin::Channel, id: uuid::Uuid) -> (Duration, Duration) {
     let client = app.db.client().await;
+    let job = opsync_shared::job::SyncJob::new(id, opsync_shared::job::Trigger::Manual);
     let t0 = Instant::now();
-    let job = app.enqueue(id).await;
+    broker::publish_job(jobs, &job).await.unwrap();
     let mut committed = None;
     loop {
         let row = client
@@ -295,6 +297,7 @@ async fn main() {
     let conn = app.mq.connect().await;
     let ch = conn.create_channel().await.unwrap();
     bound_quorum_queue(&ch, "bench.events", broker::EVENTS_EXCHANGE).await;
+    let jobs = broker::confirm_channel(&conn).await.unwrap();
 
     let page = PAGE.to_string();
     // Production log level: the test default (debug) would time the logging too.
@@ -320,7 +323,7 @@ async fn main() {
         let integration = app.add_integration(&format!("bench #{}", k + 1)).await;
         let floor = broker_floor(&app).await;
         settle(&app).await;
-        let run = timed_sync(&app, integration).await;
+        let run = timed_sync(&app, &jobs, integration).await;
         ch.queue_purge("bench.events".into(), QueuePurgeOptions::default())
             .await
             .unwrap();
@@ -344,7 +347,7 @@ async fn main() {
             None
         };
         let floor = download_floor(&app).await.0;
-        let (run, _) = timed_sync(&app, id).await;
+        let (run, _) = timed_sync(&app, &jobs, id).await;
         unchanged_pairs.push((floor, run));
         if let Some((v0, w0)) = before {
             tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -371,7 +374,7 @@ async fn main() {
         app.bridge.add_user("New", &format!("Member{i}"));
     }
     settle(&app).await;
-    let (changed, _) = timed_sync(&app, id).await;
+    let (changed, _) = timed_sync(&app, &jobs, id).await;
     let peak = vm_hwm_mib(pid);
     let published: i64 = app.count("SELECT count(*) FROM events").await;
 
@@ -466,19 +469,24 @@ async fn main() {
         )
     );
     println!(
-        "worker's own phase timings (read = download + directory load, write = diff to commit):"
+        "worker's own phase timings (read = download + directory load, write = diff to commit, \
+         job = delivery to commit):"
     );
-    for line in worker
+    let logs: Vec<serde_json::Value> = worker
         .logs()
         .lines()
-        .filter(|l| l.contains("sync committed"))
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let jobs = logs.iter().filter(|v| v["message"] == "job done");
+    for (v, job) in logs
+        .iter()
+        .filter(|v| v["message"] == "sync committed")
+        .zip(jobs)
     {
-        if let Ok(v) = serde_json::from_str::<serde_json::Value>(line) {
-            println!(
-                "  changes {:>6}  read {:>5} ms  write {:>5} ms",
-                v["changes"], v["read_ms"], v["write_ms"]
-            );
-        }
+        println!(
+            "  changes {:>6}  read {:>5} ms  write {:>5} ms  job {:>5} ms",
+            v["changes"], v["read_ms"], v["write_ms"], job["elapsed_ms"]
+        );
     }
     drop(worker);
 }
