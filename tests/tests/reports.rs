@@ -698,3 +698,33 @@ async fn a_known_history_gives_known_figures_and_a_page_chromium_draws() {
     assert!(blue > 1000, "active-members line not drawn: {blue} pixels");
     assert!(red > 600, "purchased-seats line not drawn: {red} pixels");
 }
+
+/// Reports and `integration remove` select one integration's events: through an index, not a
+/// read of every customer's history (the planner is told to avoid a sequential scan where it
+/// can, since on a test-sized table it would rightly prefer one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_integrations_events_are_found_through_an_index() {
+    let app = spawn_app(0).await;
+    let client = app.db.client().await;
+    client
+        .batch_execute("SET enable_seqscan = off")
+        .await
+        .unwrap();
+    let id = Uuid::new_v4();
+    for sql in [
+        format!(
+            "SELECT type, count(*) FROM member_timeline WHERE integration_id = '{id}' GROUP BY type"
+        ),
+        format!("DELETE FROM events WHERE integration_id = '{id}'"),
+    ] {
+        let plan: Vec<String> = client
+            .query(&format!("EXPLAIN {sql}"), &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let plan = plan.join("\n");
+        assert!(plan.contains("events_integration"), "{sql}:\n{plan}");
+    }
+}
