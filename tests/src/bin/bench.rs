@@ -245,9 +245,9 @@ async fn table_writes(app: &TestApp) -> Vec<(String, i64)> {
         .collect()
 }
 
-/// The median and the mean of the pairs' ratios, against the target.
-fn print_ratios(what: &str, ratios: &[f64], target: f64) {
-    let mut sorted = ratios.to_vec();
+/// The median (judged against the target), mean and range of the (floor, run) pairs' ratios.
+fn print_ratios(what: &str, pairs: impl Iterator<Item = (Duration, Duration)>, target: f64) {
+    let mut sorted: Vec<f64> = pairs.map(|(floor, run)| secs(run) / secs(floor)).collect();
     sorted.sort_by(f64::total_cmp);
     let n = sorted.len();
     let median = if n % 2 == 1 {
@@ -255,7 +255,7 @@ fn print_ratios(what: &str, ratios: &[f64], target: f64) {
     } else {
         (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
     };
-    let mean = ratios.iter().sum::<f64>() / n as f64;
+    let mean = sorted.iter().sum::<f64>() / n as f64;
     println!(
         "{:<58} {:>9.2}x  (target <= {target}x; mean {mean:.2}x, range {:.2}x-{:.2}x)",
         format!("{what}, median of {n} pairs"),
@@ -397,11 +397,11 @@ async fn main() {
             secs(*committed)
         );
     }
-    let initial_ratios: Vec<f64> = initial_pairs
-        .iter()
-        .map(|(f, (r, _))| secs(*r) / secs(*f))
-        .collect();
-    print_ratios("initial sync / broker floor", &initial_ratios, 1.5);
+    print_ratios(
+        "initial sync / broker floor",
+        initial_pairs.iter().map(|(f, (r, _))| (*f, *r)),
+        1.5,
+    );
     for (k, (floor, run)) in unchanged_pairs.iter().enumerate() {
         println!(
             "{:<58} {:>7.2} s",
@@ -421,11 +421,11 @@ async fn main() {
             secs(*run) / secs(*floor)
         );
     }
-    let unchanged_ratios: Vec<f64> = unchanged_pairs
-        .iter()
-        .map(|(f, r)| secs(*r) / secs(*f))
-        .collect();
-    print_ratios("unchanged sync / download floor", &unchanged_ratios, 1.2);
+    print_ratios(
+        "unchanged sync / download floor",
+        unchanged_pairs.iter().copied(),
+        1.2,
+    );
     println!(
         "{:<58} {:>7.2} s",
         "1% changed sync (1,000 changes), enqueue -> published",
@@ -477,11 +477,11 @@ async fn main() {
         .lines()
         .filter_map(|l| serde_json::from_str(l).ok())
         .collect();
-    let jobs = logs.iter().filter(|v| v["message"] == "job done");
+    let jobs_done = logs.iter().filter(|v| v["message"] == "job done");
     for (v, job) in logs
         .iter()
         .filter(|v| v["message"] == "sync committed")
-        .zip(jobs)
+        .zip(jobs_done)
     {
         println!(
             "  changes {:>6}  read {:>5} ms  write {:>5} ms  job {:>5} ms",
